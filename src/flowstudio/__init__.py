@@ -1,0 +1,1 @@
+"""FlowStudio: multi-step image generation flows with a durable history."""
