@@ -1,0 +1,161 @@
+"""create_app(): the lifespan builds engine, storage, providers and flows, then mounts routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+
+from fastapi import APIRouter, FastAPI
+
+from flowstudio import migrate
+from flowstudio.auth.ratelimit import LoginRateLimiter
+from flowstudio.auth.routes import router as auth_router
+from flowstudio.auth.security import PasswordHasher
+from flowstudio.auth.service import AuthService
+from flowstudio.config import Settings
+from flowstudio.context import AppContext
+from flowstudio.db import create_engine, session_factory
+from flowstudio.errors import install_error_handlers
+from flowstudio.flows import FlowRegistry
+from flowstudio.flows.routes import router as flows_router
+from flowstudio.generations.events import EventBus
+from flowstudio.generations.routes import router as generations_router
+from flowstudio.generations.worker import Worker
+from flowstudio.pagination import CursorCodec
+from flowstudio.runs.routes import router as runs_router
+from flowstudio.health import router as health_router
+from flowstudio.providers import LocalProvider, ProviderRegistry
+from flowstudio.storage import open_object_store
+
+log = logging.getLogger("flowstudio")
+
+
+def build_providers(settings: Settings) -> ProviderRegistry:
+    registry = ProviderRegistry()
+    registry.register(
+        LocalProvider(
+            delay_seconds=settings.local_provider_delay,
+            failure_rate=settings.local_provider_failure_rate,
+        )
+    )
+    return registry
+
+
+class ConfigurationError(RuntimeError):
+    """The flows and providers do not fit together; the message says what to change."""
+
+
+def check_flow_providers(flows: FlowRegistry, providers: ProviderRegistry) -> None:
+    problems = []
+    for flow in flows.all():
+        for step in flow.steps:
+            if step.provider not in providers:
+                problems.append(
+                    f"flow '{flow.slug}' step '{step.id}' uses provider '{step.provider}', "
+                    f"which is not available (available: {', '.join(providers.names())})"
+                )
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+
+
+@asynccontextmanager
+async def run_worker_in(ctx: AppContext) -> AsyncIterator[Worker]:
+    worker = Worker(ctx, ctx.bus)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
+@asynccontextmanager
+async def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AsyncIterator[AppContext]:
+    """Everything a process needs, opened in order and closed in reverse."""
+    async with AsyncExitStack() as stack:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        flows = FlowRegistry.load(extra_dirs=[settings.flows_dir] if settings.flows_dir else [])
+        engine = create_engine(settings.resolved_database_url)
+        stack.push_async_callback(engine.dispose)
+        if settings.is_sqlite and migrate_sqlite:
+            await migrate.upgrade(engine)
+        store = open_object_store(
+            settings.resolved_storage_url,
+            access_key_id=settings.storage_access_key_id,
+            secret_access_key=(
+                settings.storage_secret_access_key.get_secret_value()
+                if settings.storage_secret_access_key
+                else None
+            ),
+            region=settings.storage_region,
+        )
+        stack.push_async_callback(store.close)
+        providers = build_providers(settings)
+        stack.push_async_callback(providers.aclose)
+        check_flow_providers(flows, providers)
+        bus = EventBus(database_url=settings.resolved_database_url)
+        await bus.start()
+        stack.push_async_callback(bus.stop)
+        auth = AuthService(
+            secret=settings.secret,
+            hasher=PasswordHasher(
+                time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_cost
+            ),
+            limiter=LoginRateLimiter(attempts=settings.login_attempts_per_minute),
+            session_lifetime=timedelta(days=settings.session_days),
+            registration_open=settings.registration == "open",
+        )
+        yield AppContext(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine, sync_session_class=bus.session_class),
+            store=store,
+            auth=auth,
+            flows=flows,
+            providers=providers,
+            bus=bus,
+            cursors=CursorCodec(settings.secret),
+        )
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_context(settings) as ctx:
+            app.state.ctx = ctx
+            if run_worker:
+                async with run_worker_in(ctx) as worker:
+                    app.state.worker = worker
+                    yield
+            else:
+                yield
+
+    app = FastAPI(
+        title="FlowStudio",
+        version="0.1.0",
+        summary="Multi-step AI image generation flows with a durable per-user history.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(auth_router)
+    app.include_router(flows_router)
+    app.include_router(runs_router)
+    app.include_router(generations_router)
+
+    # Anything else under /api is a problem+json 404 (the exception handler renders it).
+    api_fallback = APIRouter()
+
+    @api_fallback.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                            include_in_schema=False)
+    async def _unknown_api_route(path: str) -> None:
+        from flowstudio.errors import NotFound
+
+        raise NotFound("There is no API endpoint at this address.")
+
+    app.include_router(api_fallback)
+    return app

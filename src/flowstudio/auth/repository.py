@@ -1,0 +1,81 @@
+"""SQL for users, sessions and API tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowstudio.auth.models import ApiToken, User, UserSession
+
+
+async def get_user_by_email(db: AsyncSession, email: str) -> User | None:
+    return await db.scalar(select(User).where(User.email == email))
+
+
+async def get_user(db: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await db.get(User, user_id)
+
+
+async def get_session_with_user(
+    db: AsyncSession, token_hash: str, now: datetime
+) -> tuple[UserSession, User] | None:
+    row = (
+        await db.execute(
+            select(UserSession, User)
+            .join(User, User.id == UserSession.user_id)
+            .where(
+                UserSession.token_hash == token_hash,
+                UserSession.expires_at > now,
+                User.disabled_at.is_(None),
+            )
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+async def delete_session(db: AsyncSession, token_hash: str) -> None:
+    await db.execute(delete(UserSession).where(UserSession.token_hash == token_hash))
+
+
+async def delete_expired_sessions(db: AsyncSession, now: datetime) -> int:
+    result = await db.execute(delete(UserSession).where(UserSession.expires_at <= now))
+    return result.rowcount or 0
+
+
+async def touch_session(db: AsyncSession, session_id: uuid.UUID, now: datetime) -> None:
+    await db.execute(update(UserSession).where(UserSession.id == session_id).values(last_seen_at=now))
+
+
+async def get_api_token_with_user(db: AsyncSession, token_hash: str) -> tuple[ApiToken, User] | None:
+    row = (
+        await db.execute(
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)
+            .where(
+                ApiToken.token_hash == token_hash,
+                ApiToken.revoked_at.is_(None),
+                User.disabled_at.is_(None),
+            )
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+async def list_api_tokens(db: AsyncSession, user_id: uuid.UUID) -> list[ApiToken]:
+    result = await db.scalars(
+        select(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
+    )
+    return list(result)
+
+
+async def get_api_token(db: AsyncSession, user_id: uuid.UUID, token_id: uuid.UUID) -> ApiToken | None:
+    return await db.scalar(
+        select(ApiToken).where(
+            ApiToken.id == token_id, ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)
+        )
+    )

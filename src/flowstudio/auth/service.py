@@ -1,0 +1,201 @@
+"""Accounts: registration, sign-in with server-side sessions, CSRF and API tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowstudio.auth import repository
+from flowstudio.auth.models import ApiToken, User, UserSession
+from flowstudio.auth.ratelimit import LoginRateLimiter
+from flowstudio.auth.security import (
+    PasswordHasher,
+    csrf_matches,
+    csrf_token_for,
+    new_api_token,
+    new_session_token,
+    token_hash,
+)
+from flowstudio.db import utcnow
+from flowstudio.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    NotFound,
+    RateLimitedError,
+    RegistrationClosed,
+)
+
+# Refresh a session's last_seen_at at most this often, so reads do not write on every request.
+_TOUCH_EVERY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: User
+    session_token: str
+    csrf_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and how: a browser session (needs CSRF) or an API token (does not)."""
+
+    user: User
+    session_token_hash: str | None = None
+    api_token_id: uuid.UUID | None = None
+
+    @property
+    def uses_cookie(self) -> bool:
+        return self.session_token_hash is not None
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        secret: bytes,
+        hasher: PasswordHasher,
+        limiter: LoginRateLimiter,
+        session_lifetime: timedelta,
+        registration_open: bool,
+    ) -> None:
+        self.secret = secret
+        self.hasher = hasher
+        self.limiter = limiter
+        self.session_lifetime = session_lifetime
+        self.registration_open = registration_open
+
+    async def _hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def create_user(
+        self, db: AsyncSession, *, email: str, password: str, is_admin: bool = False
+    ) -> User:
+        email = normalize_email(email)
+        if await repository.get_user_by_email(db, email) is not None:
+            raise EmailTaken("An account with this email already exists; sign in instead.")
+        user = User(email=email, password_hash=await self._hash_password(password),
+                    is_admin=is_admin)
+        db.add(user)
+        try:
+            async with db.begin_nested():
+                await db.flush()
+        except IntegrityError:
+            raise EmailTaken("An account with this email already exists; sign in instead.") from None
+        return user
+
+    async def register(self, db: AsyncSession, *, email: str, password: str) -> SignedIn:
+        if not self.registration_open:
+            raise RegistrationClosed("Ask the administrator of this server for an account.")
+        user = await self.create_user(db, email=email, password=password)
+        return await self._start_session(db, user=user)
+
+    async def login(
+        self,
+        db: AsyncSession,
+        *,
+        email: str,
+        password: str,
+        client: str,
+        previous_token: str | None = None,
+    ) -> SignedIn:
+        email = normalize_email(email)
+        keys = (f"email:{email}", f"client:{client}")
+        wait = self.limiter.retry_after(*keys)
+        if wait is not None:
+            seconds = max(1, int(wait + 0.999))
+            raise RateLimitedError(
+                f"Too many failed sign-in attempts; try again in {seconds} s.",
+                headers={"Retry-After": str(seconds)},
+            )
+        user = await repository.get_user_by_email(db, email)
+        # The hash is checked even for unknown emails, so timing does not reveal accounts.
+        valid = await asyncio.to_thread(
+            self.hasher.verify, password, user.password_hash if user else None
+        )
+        if not valid or user is None or user.disabled_at is not None:
+            self.limiter.record_failure(*keys)
+            raise InvalidCredentials("Wrong email or password.")
+        self.limiter.reset(f"email:{email}")
+        if previous_token:
+            await repository.delete_session(db, token_hash(previous_token))
+        return await self._start_session(db, user=user)
+
+    async def _start_session(self, db: AsyncSession, *, user: User) -> SignedIn:
+        token = new_session_token()
+        hashed = token_hash(token)
+        now = utcnow()
+        expires_at = now + self.session_lifetime
+        db.add(UserSession(user_id=user.id, token_hash=hashed, created_at=now,
+                           expires_at=expires_at, last_seen_at=now))
+        await db.flush()
+        return SignedIn(user=user, session_token=token,
+                        csrf_token=csrf_token_for(self.secret, hashed), expires_at=expires_at)
+
+    async def logout(self, db: AsyncSession, *, session_token: str | None) -> None:
+        if session_token:
+            await repository.delete_session(db, token_hash(session_token))
+
+    async def principal_from_session(self, db: AsyncSession, *, session_token: str) -> Principal | None:
+        hashed = token_hash(session_token)
+        now = utcnow()
+        found = await repository.get_session_with_user(db, hashed, now)
+        if found is None:
+            return None
+        session, user = found
+        if now - session.last_seen_at > _TOUCH_EVERY:
+            await repository.touch_session(db, session.id, now)
+        return Principal(user=user, session_token_hash=hashed)
+
+    async def principal_from_api_token(self, db: AsyncSession, *, token: str) -> Principal | None:
+        found = await repository.get_api_token_with_user(db, token_hash(token))
+        if found is None:
+            return None
+        api_token, user = found
+        now = utcnow()
+        if api_token.last_used_at is None or now - api_token.last_used_at > _TOUCH_EVERY:
+            api_token.last_used_at = now
+        return Principal(user=user, api_token_id=api_token.id)
+
+    def csrf_token(self, principal: Principal) -> str | None:
+        if principal.session_token_hash is None:
+            return None
+        return csrf_token_for(self.secret, principal.session_token_hash)
+
+    def csrf_valid(self, principal: Principal, presented: str | None) -> bool:
+        if principal.session_token_hash is None:
+            return True
+        return csrf_matches(self.secret, principal.session_token_hash, presented)
+
+    async def create_api_token(
+        self, db: AsyncSession, *, user: User, name: str
+    ) -> tuple[ApiToken, str]:
+        token = new_api_token()
+        api_token = ApiToken(user_id=user.id, name=name.strip(), token_prefix=token[:10],
+                             token_hash=token_hash(token))
+        db.add(api_token)
+        await db.flush()
+        return api_token, token
+
+    async def list_api_tokens(self, db: AsyncSession, *, user: User) -> list[ApiToken]:
+        return await repository.list_api_tokens(db, user.id)
+
+    async def revoke_api_token(self, db: AsyncSession, *, user: User, token_id: uuid.UUID) -> None:
+        api_token = await repository.get_api_token(db, user.id, token_id)
+        if api_token is None:
+            raise NotFound("No such API token.")
+        api_token.revoked_at = utcnow()
+        await db.flush()
+
+
+__all__ = ["AuthService", "Principal", "SignedIn", "UserSession", "normalize_email"]

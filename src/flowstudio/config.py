@@ -1,0 +1,132 @@
+"""Settings: the one place that reads the environment (prefix ``FLOWSTUDIO_``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "changethis", "placeholder"})
+
+
+class Settings(BaseSettings):
+    """Every setting FlowStudio reads. Each can be set as ``FLOWSTUDIO_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWSTUDIO_", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="'production' refuses placeholder secrets and marks cookies Secure.",
+    )
+    data_dir: Path = Field(
+        Path("./flowstudio-data"),
+        description="Where the embedded database, objects and the generated secret key live.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default sqlite+aiosqlite:///<data_dir>/flowstudio.db. "
+        "PostgreSQL: postgresql+asyncpg://user:pass@host/db",
+    )
+    storage_url: str | None = Field(
+        None,
+        description="Object store; default file://<data_dir>/objects. "
+        "S3 / R2: s3://bucket?endpoint=https://...&region=auto",
+    )
+    storage_access_key_id: str | None = Field(None, description="S3 key id (else AWS_ env vars)")
+    storage_secret_access_key: SecretStr | None = Field(None, description="S3 secret key")
+    storage_region: str | None = Field(None, description="S3 region (else from the URL or env)")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Signs cursors and CSRF tokens; generated once into the data dir if unset.",
+    )
+    registration: Literal["open", "closed"] = Field(
+        "open", description="'closed' disables self-service sign-up."
+    )
+    host: str = Field("127.0.0.1", description="Address `flowstudio serve` binds to.")
+    port: int = Field(8000, description="Port `flowstudio serve` binds to.")
+    trash_days: int = Field(7, ge=0, description="Days a deleted generation stays restorable.")
+    keep_last_per_step: int | None = Field(
+        None, ge=1, description="Retention: keep the newest N non-adopted candidates per step."
+    )
+    max_age_days: int | None = Field(
+        None, ge=1, description="Retention: drop non-adopted generations older than this."
+    )
+    flows_dir: Path | None = Field(None, description="Extra directory of flow *.toml files.")
+    session_days: int = Field(14, ge=1, description="Lifetime of a browser session.")
+    login_attempts_per_minute: int = Field(
+        10, ge=1, description="Failed logins allowed per email and per client address a minute."
+    )
+    # Password hashing cost. The defaults are argon2id's recommended parameters; tests lower them.
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_cost: int = Field(65536, ge=8)
+    # Worker
+    worker_concurrency: int = Field(4, ge=1, description="Generations a worker runs at once.")
+    per_user_concurrency: int = Field(
+        2, ge=1, description="Generations of one user running at once across all workers."
+    )
+    lease_seconds: float = Field(30.0, gt=0, description="A worker's claim on a generation.")
+    max_attempts: int = Field(3, ge=1, description="Tries for a generation on retryable errors.")
+    provider_timeout_seconds: float = Field(120.0, gt=0)
+    local_provider_delay: float = Field(0.0, ge=0, description="Artificial delay (seconds).")
+    local_provider_failure_rate: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.environment == "production" and self.secret_key is not None:
+            value = self.secret_key.get_secret_value()
+            if value.lower() in PLACEHOLDER_SECRETS or len(value) < 16:
+                raise ValueError(
+                    "FLOWSTUDIO_SECRET_KEY is a placeholder or too short; set a random value "
+                    "of at least 16 characters (or unset it to have one generated)."
+                )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'flowstudio.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.data_dir / 'objects'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.environment == "production"
+
+    @cached_property
+    def secret(self) -> bytes:
+        """The signing key: the configured one, or one generated once and kept in the data dir."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".secret_key.{secrets.token_hex(8)}")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            try:
+                # link() refuses to overwrite, so concurrent first starts agree on one key.
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip().encode()
+
+
+def get_settings() -> Settings:
+    return Settings()

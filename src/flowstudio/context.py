@@ -1,0 +1,32 @@
+"""What one running FlowStudio process holds: settings, database, storage, providers, flows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from flowstudio.auth.service import AuthService
+from flowstudio.config import Settings
+from flowstudio.generations.events import EventBus
+from flowstudio.pagination import CursorCodec
+from flowstudio.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from flowstudio.flows import FlowRegistry
+    from flowstudio.providers import ProviderRegistry
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    store: ObjectStore
+    auth: AuthService
+    flows: FlowRegistry
+    providers: ProviderRegistry
+    bus: EventBus
+    cursors: CursorCodec
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,91 @@
+"""Request dependencies as short Annotated aliases: SessionDep, CurrentUser, ContextDep, ..."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowstudio.auth.models import User
+from flowstudio.auth.service import Principal
+from flowstudio.context import AppContext
+from flowstudio.db import session_scope
+from flowstudio.errors import CsrfFailed, Unauthenticated
+
+SESSION_COOKIE = "flowstudio_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(request.app.state.ctx.sessions):
+        yield session
+
+
+# "function" scope: the transaction commits before the response is sent, so a client that got
+# 201 can rely on the row being there.
+SessionDep = Annotated[AsyncSession, Depends(get_db, scope="function")]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def optional_principal(request: Request, db: SessionDep) -> Principal | None:
+    ctx: AppContext = request.app.state.ctx
+    token = bearer_token(request)
+    if token is not None:
+        principal = await ctx.auth.principal_from_api_token(db, token=token)
+        if principal is None:
+            raise Unauthenticated("The API token is unknown or revoked.")
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return await ctx.auth.principal_from_session(db, session_token=cookie)
+    return None
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal, scope="function")]
+
+
+async def require_principal(request: Request, principal: OptionalPrincipal) -> Principal:
+    if principal is None:
+        raise Unauthenticated(
+            "Sign in first, or send an API token as 'Authorization: Bearer <token>'."
+        )
+    if principal.uses_cookie and request.method not in SAFE_METHODS:
+        ctx: AppContext = request.app.state.ctx
+        if not ctx.auth.csrf_valid(principal, request.headers.get("x-csrf-token")):
+            raise CsrfFailed(
+                "Send the X-CSRF-Token header with the csrf_token from /api/auth/me."
+            )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal, scope="function")]
+
+
+async def current_user(principal: PrincipalDep) -> User:
+    return principal.user
+
+
+CurrentUser = Annotated[User, Depends(current_user, scope="function")]
+
+
+def page_limit(limit: int = Query(50, ge=1, le=100, description="Page size, 1–100.")) -> int:
+    return limit
+
+
+LimitDep = Annotated[int, Depends(page_limit)]

@@ -1,0 +1,213 @@
+"""The AppError tree and the handlers that render every error as RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    """A domain error that knows its HTTP status and stable machine code."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        self.detail = detail or self.title
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+class Unauthenticated(AppError):
+    status, code, title = 401, "unauthenticated", "Sign in required"
+
+
+class InvalidCredentials(AppError):
+    status, code, title = 401, "invalid_credentials", "Wrong email or password"
+
+
+class CsrfFailed(AppError):
+    status, code, title = 403, "csrf_failed", "Missing or wrong CSRF token"
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "forbidden", "Not allowed"
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(AppError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class EmailTaken(AppError):
+    status, code, title = 409, "email_taken", "That email already has an account"
+
+
+class RegistrationClosed(AppError):
+    status, code, title = 403, "registration_closed", "Registration is closed on this server"
+
+
+class StepNotReady(AppError):
+    status, code, title = 409, "step_not_ready", "An input step has no adopted image yet"
+
+
+class NotAdoptable(AppError):
+    status, code, title = 409, "not_adoptable", "Only a finished, kept generation can be adopted"
+
+
+class ValidationFailed(AppError):
+    status, code, title = 422, "validation_error", "The request is not valid"
+
+
+class InvalidCursor(AppError):
+    status, code, title = 400, "invalid_cursor", "The cursor is not valid"
+
+
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "payload_too_large", "The upload is too large"
+
+
+class UnsupportedMedia(AppError):
+    status, code, title = 415, "unsupported_media_type", "Not an image FlowStudio can store"
+
+
+class RateLimitedError(AppError):
+    status, code, title = 429, "rate_limited", "Too many attempts"
+
+
+class ServiceUnavailable(AppError):
+    status, code, title = 503, "unavailable", "The service is not ready"
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://flowstudio.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthenticated", "Sign in required"),
+    403: ("forbidden", "Not allowed"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    406: ("not_acceptable", "Not acceptable"),
+    413: ("payload_too_large", "The request is too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    422: ("validation_error", "The request is not valid"),
+    429: ("rate_limited", "Too many requests"),
+}
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        errors.append({"field": ".".join(location), "message": error.get("msg", "invalid")})
+    return errors
+
+
+def install_error_handlers(app: FastAPI, *, html_handler: Any = None) -> None:
+    """Render every error as problem+json (API) — or, for page requests, via ``html_handler``."""
+
+    def wants_html(request: Request) -> bool:
+        return (
+            html_handler is not None
+            and not request.url.path.startswith("/api/")
+            and "text/html" in request.headers.get("accept", "")
+        )
+
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError):  # type: ignore[no-untyped-def]
+        if wants_html(request):
+            return await html_handler(request, exc.status, exc.code, exc.detail)
+        return problem_response(
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            instance=request.url.path,
+            headers=exc.headers,
+            extra=exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):  # type: ignore[no-untyped-def]
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors[:5])
+        return problem_response(
+            status=422,
+            code="validation_error",
+            title="The request is not valid",
+            detail=detail or "The request is not valid",
+            instance=request.url.path,
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):  # type: ignore[no-untyped-def]
+        code, title = _HTTP_CODES.get(exc.status_code, ("error", "Error"))
+        if wants_html(request):
+            return await html_handler(request, exc.status_code, code, title)
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail else title
+        if exc.status_code == 404:
+            detail = "There is nothing at this address."
+        return problem_response(
+            status=exc.status_code,
+            code=code,
+            title=title,
+            detail=detail,
+            instance=request.url.path,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # type: ignore[no-untyped-def]
+        # Logged with its traceback by the server; the client only learns that it failed.
+        import logging
+
+        logging.getLogger("flowstudio").exception("unhandled error on %s", request.url.path)
+        if wants_html(request):
+            return await html_handler(request, 500, "internal_error", "Something went wrong")
+        return problem_response(
+            status=500,
+            code="internal_error",
+            title="Internal error",
+            detail="Something went wrong on the server; it has been logged. Try again.",
+            instance=request.url.path,
+        )

@@ -1,0 +1,243 @@
+"""SQL for generations: candidate lists, counts, and the queue (claim, lease, finish, recover)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowstudio.db import UTCDateTime
+from flowstudio.generations.models import Generation, GenerationStatus
+from flowstudio.pagination import Position
+from flowstudio.runs.models import RunStep
+
+PENDING = GenerationStatus.PENDING.value
+RUNNING = GenerationStatus.RUNNING.value
+
+
+def _adopted_column() -> Any:
+    return (RunStep.adopted_generation_id == Generation.id).label("adopted")
+
+
+def with_adoption(query: Any) -> Any:
+    """Add an `adopted` flag to a query over generations (one LEFT JOIN, no extra queries)."""
+    return query.add_columns(func.coalesce(_adopted_column(), False)).outerjoin(
+        RunStep,
+        and_(RunStep.run_id == Generation.run_id, RunStep.step_id == Generation.step_id),
+    )
+
+
+async def get_owned(
+    db: AsyncSession, *, user_id: uuid.UUID, generation_id: uuid.UUID,
+    include_deleted: bool = False,
+) -> tuple[Generation, bool] | None:
+    query = with_adoption(select(Generation)).where(
+        Generation.id == generation_id, Generation.user_id == user_id
+    )
+    if not include_deleted:
+        query = query.where(Generation.deleted_at.is_(None))
+    row = (await db.execute(query)).first()
+    return (row[0], bool(row[1])) if row else None
+
+
+async def get_many_with_adoption(
+    db: AsyncSession, generation_ids: Sequence[uuid.UUID]
+) -> list[tuple[Generation, bool]]:
+    if not generation_ids:
+        return []
+    rows = await db.execute(
+        with_adoption(select(Generation)).where(Generation.id.in_(generation_ids))
+    )
+    by_id = {row[0].id: (row[0], bool(row[1])) for row in rows}
+    return [by_id[i] for i in generation_ids if i in by_id]
+
+
+async def by_idempotency_key(
+    db: AsyncSession, *, user_id: uuid.UUID, key: str
+) -> list[Generation]:
+    return list(
+        await db.scalars(
+            select(Generation)
+            .where(Generation.user_id == user_id, Generation.idempotency_key == key)
+            .order_by(Generation.batch_index)
+        )
+    )
+
+
+async def find_by_object_key(
+    db: AsyncSession, *, run_id: uuid.UUID, step_id: str, object_key: str
+) -> Generation | None:
+    return await db.scalar(
+        select(Generation).where(
+            Generation.run_id == run_id,
+            Generation.step_id == step_id,
+            Generation.object_key == object_key,
+        )
+    )
+
+
+async def list_step_candidates(
+    db: AsyncSession, *, run_id: uuid.UUID, step_id: str, statuses: Sequence[str],
+    after: Position | None, limit: int,
+) -> list[tuple[Generation, bool]]:
+    query = with_adoption(select(Generation)).where(
+        Generation.run_id == run_id,
+        Generation.step_id == step_id,
+        Generation.deleted_at.is_(None),
+    )
+    if statuses:
+        query = query.where(Generation.status.in_(statuses))
+    if after is not None:
+        query = query.where(
+            tuple_(Generation.created_at, Generation.id) < tuple_(after.created_at, after.id)
+        )
+    query = query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit)
+    return [(row[0], bool(row[1])) for row in await db.execute(query)]
+
+
+async def status_counts(
+    db: AsyncSession, run_ids: Sequence[uuid.UUID]
+) -> dict[tuple[uuid.UUID, str], dict[str, int]]:
+    """Live candidates per (run, step) and status, for many runs in one query."""
+    if not run_ids:
+        return {}
+    rows = await db.execute(
+        select(Generation.run_id, Generation.step_id, Generation.status, func.count())
+        .where(Generation.run_id.in_(run_ids), Generation.deleted_at.is_(None))
+        .group_by(Generation.run_id, Generation.step_id, Generation.status)
+    )
+    counts: dict[tuple[uuid.UUID, str], dict[str, int]] = {}
+    for run_id, step_id, status, count in rows:
+        counts.setdefault((run_id, step_id), {})[status] = count
+    return counts
+
+
+async def get_by_ids(db: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Generation]:
+    if not ids:
+        return []
+    query = select(Generation).where(Generation.id.in_(ids))
+    return list(await db.scalars(query.execution_options(populate_existing=True)))
+
+
+# -- the queue -------------------------------------------------------------------------------
+
+_CLAIM_SQL = """
+WITH busy AS (
+    SELECT user_id, count(*) AS running FROM generations
+    WHERE status = 'running' GROUP BY user_id
+), ranked AS (
+    SELECT g.id AS id,
+           row_number() OVER (PARTITION BY g.user_id ORDER BY g.next_attempt_at, g.id)
+             + coalesce(b.running, 0) AS slot
+    FROM generations g LEFT JOIN busy b ON b.user_id = g.user_id
+    WHERE g.status = 'pending' AND g.next_attempt_at <= :now
+), picked AS (
+    SELECT g.id AS id FROM generations g JOIN ranked r ON r.id = g.id
+    WHERE r.slot <= :per_user AND g.status = 'pending'
+    ORDER BY g.next_attempt_at, g.id
+    LIMIT :limit
+    {lock}
+)
+UPDATE generations
+SET status = 'running', lease_owner = :owner, lease_expires_at = :lease_until,
+    attempts = attempts + 1, started_at = coalesce(started_at, :now), updated_at = :now
+WHERE id IN (SELECT id FROM picked) AND status = 'pending'
+RETURNING id
+"""
+
+
+async def claim_pending(
+    db: AsyncSession, *, owner: str, limit: int, per_user: int, now: datetime,
+    lease: timedelta,
+) -> list[Generation]:
+    """Claim up to `limit` due pending rows in one atomic statement, respecting the per-user cap.
+
+    PostgreSQL: concurrent claimers skip each other's locked rows (FOR UPDATE SKIP LOCKED).
+    SQLite: the statement runs inside a BEGIN IMMEDIATE transaction, so claimers serialize.
+    """
+    dialect = db.get_bind().dialect.name
+    lock = "FOR UPDATE OF g SKIP LOCKED" if dialect == "postgresql" else ""
+    statement = (
+        text(_CLAIM_SQL.format(lock=lock))
+        .bindparams(
+            bindparam("now", now, type_=UTCDateTime()),
+            bindparam("lease_until", now + lease, type_=UTCDateTime()),
+            bindparam("owner", owner),
+            bindparam("limit", limit),
+            bindparam("per_user", per_user),
+        )
+        .columns(Generation.__table__.c.id)
+    )
+    ids = list((await db.execute(statement)).scalars())
+    if not ids:
+        return []
+    rows = await get_by_ids(db, ids)
+    return sorted(rows, key=lambda g: (g.next_attempt_at, g.id))
+
+
+async def extend_leases(
+    db: AsyncSession, *, owner: str, ids: Sequence[uuid.UUID], until: datetime
+) -> set[uuid.UUID]:
+    """Heartbeat: extend our leases; returns the ids we still hold."""
+    if not ids:
+        return set()
+    result = await db.execute(
+        update(Generation)
+        .where(Generation.id.in_(ids), Generation.lease_owner == owner,
+               Generation.status == RUNNING)
+        .values(lease_expires_at=until)
+        .returning(Generation.id)
+    )
+    return set(result.scalars())
+
+
+async def update_if_leased(
+    db: AsyncSession, *, generation_id: uuid.UUID, owner: str, values: dict[str, Any]
+) -> Generation | None:
+    """Apply `values` only while the row is running under our lease; None if we lost it."""
+    result = await db.execute(
+        update(Generation)
+        .where(Generation.id == generation_id, Generation.lease_owner == owner,
+               Generation.status == RUNNING)
+        .values(**values)
+        .returning(Generation.id)
+    )
+    if result.scalar() is None:
+        return None
+    return await db.get(Generation, generation_id, populate_existing=True)
+
+
+async def expired_leases(db: AsyncSession, *, now: datetime, limit: int = 100) -> list[Generation]:
+    query = (
+        select(Generation)
+        .where(Generation.status == RUNNING, Generation.lease_expires_at < now)
+        .order_by(Generation.lease_expires_at)
+        .limit(limit)
+    )
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(await db.scalars(query))
+
+
+async def update_row(db: AsyncSession, generation: Generation, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        setattr(generation, key, value)
+    await db.flush()
+
+
+async def next_due_at(db: AsyncSession) -> datetime | None:
+    return await db.scalar(
+        select(func.min(Generation.next_attempt_at)).where(Generation.status == PENDING)
+    )
+
+
+async def live_generations_of_run(db: AsyncSession, run_id: uuid.UUID) -> list[Generation]:
+    return list(
+        await db.scalars(
+            select(Generation).where(Generation.run_id == run_id, Generation.deleted_at.is_(None))
+        )
+    )

@@ -1,0 +1,165 @@
+"""Generating candidates, listing and uploading them, and the run's live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFile, status
+from fastapi.responses import StreamingResponse
+
+from flowstudio.deps import ContextDep, CurrentUser, LimitDep, SessionDep
+from flowstudio.errors import ValidationFailed
+from flowstudio.generations import repository, service
+from flowstudio.generations.models import GenerationStatus
+from flowstudio.generations.schemas import (
+    CandidateList,
+    GenerateBody,
+    GenerateResponse,
+    GenerationRead,
+    to_read,
+)
+from flowstudio.runs import service as runs_service
+
+router = APIRouter(prefix="/api/runs/{run_id}", tags=["generations"])
+
+MAX_WAIT_SECONDS = 60.0
+KEEPALIVE_SECONDS = 15.0
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_prefer_wait(prefer: str | None) -> float | None:
+    if not prefer:
+        return None
+    match = _WAIT.search(prefer)
+    return min(float(match.group(1)), MAX_WAIT_SECONDS) if match else None
+
+
+def parse_statuses(raw: str | None) -> list[str]:
+    if not raw:
+        return []
+    statuses = [s.strip() for s in raw.split(",") if s.strip()]
+    unknown = [s for s in statuses if s not in service.STATUSES]
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown status {', '.join(unknown)}; use {', '.join(service.STATUSES)}.",
+            errors=[{"field": "status", "message": f"unknown status {s!r}"} for s in unknown],
+        )
+    return statuses
+
+
+@router.post(
+    "/steps/{step_id}/generate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=GenerateResponse,
+    responses={
+        200: {"description": "Prefer: wait=N and every generation finished in time",
+              "model": GenerateResponse},
+        404: {"description": "not_found: no such run or step"},
+        409: {"description": "step_not_ready, or idempotency_key_reused"},
+    },
+)
+async def generate(
+    run_id: uuid.UUID, step_id: str, body: GenerateBody, response: Response, user: CurrentUser,
+    db: SessionDep, ctx: ContextDep,
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+    prefer: str | None = Header(None),
+) -> GenerateResponse:
+    rows = await service.request_generations(
+        db, bus=ctx.bus, user=user, run_id=run_id, step_id=step_id, body=body,
+        idempotency_key=idempotency_key,
+    )
+    ids = [g.id for g in rows]
+    wait = parse_prefer_wait(prefer)
+    if wait:
+        # The wait needs the rows visible to the worker: this request's work is done, commit it.
+        await db.commit()
+        await service.wait_for_terminal(ctx.sessions, bus=ctx.bus, run_id=run_id, ids=ids,
+                                        timeout=wait)
+        response.headers["Preference-Applied"] = f"wait={wait:g}"
+    found = await repository.get_many_with_adoption(db, ids)
+    if wait and all(GenerationStatus(g.status).is_terminal for g, _ in found):
+        response.status_code = status.HTTP_200_OK
+    return GenerateResponse(generations=[to_read(g, adopted=a) for g, a in found])
+
+
+@router.get("/steps/{step_id}/assets", response_model=CandidateList,
+            responses={404: {"description": "not_found"}, 400: {"description": "invalid_cursor"}})
+async def list_assets(
+    run_id: uuid.UUID, step_id: str, user: CurrentUser, db: SessionDep, ctx: ContextDep,
+    limit: LimitDep,
+    status_filter: str | None = Query(None, alias="status", max_length=100,
+                                      description="One status or several, comma-separated."),
+    cursor: str | None = Query(None, max_length=512),
+) -> CandidateList:
+    rows, next_cursor, adopted_id = await service.list_candidates(
+        db, user=user, codec=ctx.cursors, run_id=run_id, step_id=step_id,
+        statuses=parse_statuses(status_filter), cursor=cursor, limit=limit,
+    )
+    return CandidateList(items=[to_read(g, adopted=a) for g, a in rows],
+                         next_cursor=next_cursor, adopted_generation_id=adopted_id)
+
+
+@router.post(
+    "/steps/{step_id}/assets",
+    status_code=status.HTTP_201_CREATED,
+    response_model=GenerationRead,
+    responses={200: {"description": "the same image was already a candidate here",
+                     "model": GenerationRead},
+               404: {"description": "not_found"}, 413: {"description": "payload_too_large"},
+               415: {"description": "unsupported_media_type"}},
+)
+async def upload_asset(
+    run_id: uuid.UUID, step_id: str, response: Response, user: CurrentUser, db: SessionDep,
+    ctx: ContextDep, file: UploadFile = File(...),
+) -> GenerationRead:
+    data = await file.read(service.MAX_UPLOAD_BYTES + 1)
+    generation, created = await service.upload_candidate(
+        db, bus=ctx.bus, store=ctx.store, user=user, run_id=run_id, step_id=step_id, data=data,
+        filename=file.filename,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    found = await repository.get_owned(db, user_id=user.id, generation_id=generation.id)
+    return to_read(generation, adopted=bool(found and found[1]))
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "one `generation` event per status change"},
+               404: {"description": "not_found"}},
+)
+async def run_events(run_id: uuid.UUID, request: Request, user: CurrentUser, db: SessionDep,
+                     ctx: ContextDep) -> StreamingResponse:
+    await runs_service.get_owned_run(db, user=user, run_id=run_id)
+    subscription = ctx.bus.subscribe(run_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\nretry: 2000\n\n"
+            while True:
+                payload = await subscription.get(timeout=KEEPALIVE_SECONDS)
+                if payload is None:
+                    if await request.is_disconnected():
+                        return
+                    yield b": keepalive\n\n"
+                    continue
+                if payload.get("user_id") != str(user.id):
+                    continue
+                payload = {k: v for k, v in payload.items() if k != "user_id"}
+                data = json.dumps(payload, separators=(",", ":"))
+                yield f"event: generation\nid: {payload['id']}:{payload['status']}\ndata: {data}\n\n".encode()
+        except asyncio.CancelledError:
+            raise
+        finally:
+            subscription.close()
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

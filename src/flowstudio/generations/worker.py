@@ -1,0 +1,294 @@
+"""The worker: claims pending generations, calls providers, stores images, finishes rows.
+
+Each job runs under a lease that a heartbeat extends; a row is finished only while the lease is
+still ours. Expired leases (a crashed worker) are recovered by any worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from flowstudio.context import AppContext
+from flowstudio.generations import service
+from flowstudio.generations.events import EventBus
+from flowstudio.generations.models import Generation
+from flowstudio.imaging import UnsupportedImage, process_image
+from flowstudio.providers import (
+    GenerationRequest,
+    InputImage,
+    ProviderError,
+    ProviderTimeout,
+    UnknownProvider,
+)
+from flowstudio.storage import StorageError
+from flowstudio.storage.keys import generation_object_key, thumbnail_key
+
+log = logging.getLogger("flowstudio.worker")
+
+IDLE_POLL_SECONDS = 1.0
+
+
+class Worker:
+    def __init__(
+        self,
+        ctx: AppContext,
+        bus: EventBus,
+        *,
+        concurrency: int | None = None,
+        name: str | None = None,
+        maintenance: Callable[[], Any] | None = None,
+    ) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
+        self.bus = bus
+        self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.maintenance = maintenance
+        self._jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.processed = 0
+
+    # -- life cycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="worker-claim"),
+            asyncio.create_task(self._lease_loop(), name="worker-leases"),
+            asyncio.create_task(self._wake_on_events(), name="worker-wake"),
+        ]
+
+    async def stop(self, *, grace_seconds: float = 10.0) -> None:
+        """Stop claiming; let running jobs finish for `grace_seconds`, then release the rest."""
+        self._stopping.set()
+        self._wake.set()
+        claim_task = self._tasks[0] if self._tasks else None
+        if claim_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await claim_task
+        if self._jobs:
+            await asyncio.wait(list(self._jobs.values()), timeout=grace_seconds)
+        for task in list(self._jobs.values()):
+            task.cancel()
+        if self._jobs:
+            await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
+        self._tasks = []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- loops -------------------------------------------------------------------------------
+    async def _wake_on_events(self) -> None:
+        with self.bus.subscribe(None) as subscription:
+            while True:
+                payload = await subscription.queue.get()
+                if payload.get("status") == "pending":
+                    self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        settings = self.ctx.settings
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._jobs)
+            claimed: list[Generation] = []
+            if free > 0:
+                try:
+                    async with self.ctx.sessions() as db:
+                        claimed = await service.claim(
+                            db, bus=self.bus, owner=self.owner, limit=free,
+                            per_user=settings.per_user_concurrency, lease=self.lease,
+                        )
+                        await db.commit()
+                except Exception:  # the database may be restarting; try again shortly
+                    log.exception("claiming generations failed")
+                    await asyncio.sleep(1.0)
+                    continue
+            for generation in claimed:
+                task = asyncio.create_task(self._run_job(generation), name=f"job-{generation.id}")
+                self._jobs[generation.id] = task
+                task.add_done_callback(lambda _t, gid=generation.id: self._job_done(gid))
+            if claimed and len(self._jobs) < self.concurrency:
+                continue  # there may be more due work
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    def _job_done(self, generation_id: uuid.UUID) -> None:
+        self._jobs.pop(generation_id, None)
+        self.processed += 1
+        self._wake.set()  # a slot is free
+
+    async def _lease_loop(self) -> None:
+        """Heartbeat our leases, recover expired ones, and run periodic maintenance."""
+        interval = max(self.lease.total_seconds() / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._heartbeat()
+                async with self.ctx.sessions() as db:
+                    recovered = await service.recover_expired_leases(
+                        db, bus=self.bus, max_attempts=self.ctx.settings.max_attempts
+                    )
+                    await db.commit()
+                if recovered:
+                    log.warning("recovered %d generation(s) from expired leases", len(recovered))
+                    self._wake.set()
+                if self.maintenance is not None:
+                    await self.maintenance()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease maintenance failed")
+
+    async def _heartbeat(self) -> None:
+        ids = list(self._jobs)
+        if not ids:
+            return
+        async with self.ctx.sessions() as db:
+            from flowstudio.db import utcnow
+            from flowstudio.generations import repository
+
+            held = await repository.extend_leases(
+                db, owner=self.owner, ids=ids, until=utcnow() + self.lease
+            )
+            await db.commit()
+        for lost in set(ids) - held:
+            task = self._jobs.get(lost)
+            if task is not None:
+                log.warning("lost the lease on %s; abandoning it", lost)
+                task.cancel()
+
+    # -- one job -----------------------------------------------------------------------------
+    async def _run_job(self, generation: Generation) -> None:
+        try:
+            await self._process(generation)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                async with self.ctx.sessions() as db:
+                    await service.release(db, bus=self.bus, generation_id=generation.id,
+                                          owner=self.owner)
+                    await db.commit()
+            raise
+        except Exception:
+            log.exception("generation %s failed unexpectedly", generation.id)
+            await self._fail(generation, code="internal_error", retryable=False,
+                             message="FlowStudio failed while processing this generation.")
+
+    async def _fail(
+        self, generation: Generation, *, code: str, message: str, retryable: bool,
+        retry_after: float | None = None, provider_request_id: str | None = None,
+    ) -> None:
+        async with self.ctx.sessions() as db:
+            await service.finish_failed(
+                db, bus=self.bus, generation_id=generation.id, owner=self.owner, code=code,
+                message=message, retryable=retryable, retry_after=retry_after,
+                max_attempts=self.ctx.settings.max_attempts,
+                provider_request_id=provider_request_id,
+            )
+            await db.commit()
+
+    async def _process(self, generation: Generation) -> None:
+        settings = self.ctx.settings
+        store = self.ctx.store
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        try:
+            provider = self.ctx.providers.get(generation.provider)
+        except UnknownProvider:
+            await self._fail(generation, code="invalid_request", retryable=False,
+                             message=f"The provider '{generation.provider}' is not configured.")
+            return
+        params = generation.params or {}
+        try:
+            input_images = tuple([
+                InputImage(data=await store.get(item["object_key"]), mime=item.get("mime") or "",
+                           step_id=item.get("step_id"))
+                for item in params.get("inputs", [])
+            ])
+        except StorageError as exc:
+            await self._fail(generation, code="storage_error", retryable=False,
+                             message=f"An input image could not be read: {exc}")
+            return
+        request = GenerationRequest(
+            prompt=generation.prompt, model=generation.model,
+            width=int(params.get("width", 1024)), height=int(params.get("height", 1024)),
+            seed=generation.seed, temperature=generation.temperature,
+            input_images=input_images, options=params.get("options") or {},
+        )
+        timings["inputs_ms"] = _ms(started)
+        mark = time.perf_counter()
+        try:
+            async with asyncio.timeout(settings.provider_timeout_seconds):
+                result = await provider.generate(request)
+        except TimeoutError:
+            error = ProviderTimeout(
+                f"The provider did not answer within {settings.provider_timeout_seconds:g} s."
+            )
+            await self._fail(generation, code=error.code, message=error.message,
+                             retryable=error.retryable)
+            return
+        except ProviderError as error:
+            await self._fail(generation, code=error.code, message=error.message,
+                             retryable=error.retryable, retry_after=error.retry_after,
+                             provider_request_id=error.provider_request_id)
+            return
+        timings["provider_ms"] = _ms(mark)
+        mark = time.perf_counter()
+        try:
+            image = await asyncio.to_thread(process_image, result.image)
+        except UnsupportedImage as exc:
+            await self._fail(generation, code="provider_error", retryable=False,
+                             message=f"The provider returned an unusable image: {exc}",
+                             provider_request_id=result.provider_request_id)
+            return
+        timings["processing_ms"] = _ms(mark)
+        mark = time.perf_counter()
+        key = generation_object_key(user_id=generation.user_id, run_id=generation.run_id,
+                                    step_id=generation.step_id, generation_id=generation.id,
+                                    ext=image.ext)
+        thumb = thumbnail_key(key)
+        try:
+            await asyncio.gather(
+                store.put(key, result.image, content_type=image.mime),
+                store.put(thumb, image.thumbnail, content_type="image/webp"),
+            )
+        except StorageError as exc:
+            # No half state: whatever was written goes, and the row says why.
+            with contextlib.suppress(Exception):
+                await store.delete_many([key, thumb])
+            await self._fail(generation, code="storage_error", retryable=False,
+                             message=f"The image could not be stored: {exc}",
+                             provider_request_id=result.provider_request_id)
+            return
+        timings["storage_ms"] = _ms(mark)
+        timings["total_ms"] = _ms(started)
+        async with self.ctx.sessions() as db:
+            finished = await service.finish_succeeded(
+                db, bus=self.bus, generation_id=generation.id, owner=self.owner,
+                values={
+                    "object_key": key, "thumbnail_key": thumb, "mime": image.mime,
+                    "width": image.width, "height": image.height,
+                    "size_bytes": image.size_bytes, "sha256": image.sha256,
+                    "provider_request_id": result.provider_request_id, "model": result.model,
+                    "output": {"provider": result.metadata, "timings": timings},
+                },
+            )
+            await db.commit()
+        if finished is None:
+            log.warning("generation %s was taken over before it finished here", generation.id)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)

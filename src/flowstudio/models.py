@@ -1,0 +1,10 @@
+"""Imports every table so the metadata is complete (Alembic and tests use this module)."""
+
+from flowstudio.auth.models import ApiToken, User, UserSession
+from flowstudio.db import Base
+from flowstudio.generations.models import Generation
+from flowstudio.runs.models import Run, RunStep
+
+metadata = Base.metadata
+
+__all__ = ["ApiToken", "Base", "Generation", "Run", "RunStep", "User", "UserSession", "metadata"]

@@ -1,0 +1,3 @@
+from tests.fixtures.app import *  # noqa: F401,F403
+from tests.fixtures.db import *  # noqa: F401,F403
+from tests.fixtures.storage import *  # noqa: F401,F403

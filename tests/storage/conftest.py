@@ -1,0 +1,1 @@
+from tests.fixtures.storage import *  # noqa: F401,F403
