@@ -70,6 +70,36 @@ def serve(
     )
 
 
+@app.command(epilog=_settings_help())
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs at once (FLOWSTUDIO_WORKER_CONCURRENCY).")
+    ] = None,
+) -> None:
+    """Run a generation worker: claims pending generations until stopped (Ctrl-C / SIGTERM)."""
+    import signal
+
+    from flowstudio.app import open_context
+    from flowstudio.generations.worker import Worker
+
+    settings = _load_settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with open_context(settings) as ctx:
+            runner = Worker(ctx, ctx.bus, concurrency=concurrency)
+            await runner.start()
+            console.print(f"Worker {runner.owner} is running; Ctrl-C stops it.")
+            await stop.wait()
+            console.print("Stopping: finishing running generations…")
+            await runner.stop()
+
+    asyncio.run(main())
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""

@@ -86,9 +86,9 @@ class AuthService:
             raise EmailTaken("An account with this email already exists; sign in instead.")
         user = User(email=email, password_hash=await self._hash_password(password),
                     is_admin=is_admin)
-        db.add(user)
         try:
             async with db.begin_nested():
+                db.add(user)
                 await db.flush()
         except IntegrityError:
             raise EmailTaken("An account with this email already exists; sign in instead.") from None

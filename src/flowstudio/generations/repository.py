@@ -40,7 +40,7 @@ async def get_owned(
     )
     if not include_deleted:
         query = query.where(Generation.deleted_at.is_(None))
-    row = (await db.execute(query)).first()
+    row = (await db.execute(query.execution_options(populate_existing=True))).first()
     return (row[0], bool(row[1])) if row else None
 
 
@@ -50,7 +50,9 @@ async def get_many_with_adoption(
     if not generation_ids:
         return []
     rows = await db.execute(
-        with_adoption(select(Generation)).where(Generation.id.in_(generation_ids))
+        with_adoption(select(Generation))
+        .where(Generation.id.in_(generation_ids))
+        .execution_options(populate_existing=True)
     )
     by_id = {row[0].id: (row[0], bool(row[1])) for row in rows}
     return [by_id[i] for i in generation_ids if i in by_id]

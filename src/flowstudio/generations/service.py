@@ -140,9 +140,9 @@ async def request_generations(
                 output={},
             )
         )
-    db.add_all(rows)
     try:
         async with db.begin_nested():
+            db.add_all(rows)
             await db.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the race: answer with its rows.
@@ -241,9 +241,9 @@ async def upload_candidate(
         attempts=0, next_attempt_at=now, created_at=now, started_at=now, finished_at=now,
         updated_at=now,
     )
-    db.add(generation)
     try:
         async with db.begin_nested():
+            db.add(generation)
             await db.flush()
     except IntegrityError:
         # The same bytes were uploaded concurrently; theirs is the asset.

@@ -259,17 +259,22 @@ class Worker:
                                     step_id=generation.step_id, generation_id=generation.id,
                                     ext=image.ext)
         thumb = thumbnail_key(key)
-        try:
-            await asyncio.gather(
-                store.put(key, result.image, content_type=image.mime),
-                store.put(thumb, image.thumbnail, content_type="image/webp"),
-            )
-        except StorageError as exc:
+        # Both puts settle before we look at the outcome, so a cleanup never races a write.
+        outcomes = await asyncio.gather(
+            store.put(key, result.image, content_type=image.mime),
+            store.put(thumb, image.thumbnail, content_type="image/webp"),
+            return_exceptions=True,
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            unexpected = [f for f in failures if not isinstance(f, StorageError)]
             # No half state: whatever was written goes, and the row says why.
             with contextlib.suppress(Exception):
                 await store.delete_many([key, thumb])
+            if unexpected:
+                raise unexpected[0]
             await self._fail(generation, code="storage_error", retryable=False,
-                             message=f"The image could not be stored: {exc}",
+                             message=f"The image could not be stored: {failures[0]}",
                              provider_request_id=result.provider_request_id)
             return
         timings["storage_ms"] = _ms(mark)
