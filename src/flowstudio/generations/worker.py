@@ -101,6 +101,8 @@ class Worker:
     async def _claim_loop(self) -> None:
         settings = self.ctx.settings
         while not self._stopping.is_set():
+            # Cleared before claiming: a wake-up that arrives during the claim is not lost.
+            self._wake.clear()
             free = self.concurrency - len(self._jobs)
             claimed: list[Generation] = []
             if free > 0:
@@ -121,7 +123,6 @@ class Worker:
                 task.add_done_callback(lambda _t, gid=generation.id: self._job_done(gid))
             if claimed and len(self._jobs) < self.concurrency:
                 continue  # there may be more due work
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
 

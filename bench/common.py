@@ -1,0 +1,77 @@
+"""Shared helpers for benchmarks: a temporary FlowStudio served by uvicorn on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from flowstudio.app import create_app
+from flowstudio.config import Settings
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": round(statistics.median(values), 3),
+        "p99": round(percentile(values, 99), 3),
+        "mean": round(statistics.fmean(values), 3),
+        "min": round(min(values), 3),
+    }
+
+
+def record(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, "when": datetime.now(UTC).isoformat(), "machine": machine(),
+               **data}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+@asynccontextmanager
+async def served(**overrides: Any) -> AsyncIterator[tuple[str, Any]]:
+    """FlowStudio with embedded defaults in a temporary data dir, on a free loopback port."""
+    with tempfile.TemporaryDirectory(prefix="flowstudio-bench-") as data_dir:
+        settings = Settings(_env_file=None, data_dir=Path(data_dir), **overrides)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
+                                    log_level="warning")
+            server = uvicorn.Server(config)
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            try:
+                yield f"http://127.0.0.1:{port}", app
+            finally:
+                server.should_exit = True
+                await task

@@ -1,0 +1,95 @@
+"""Generation engine latency and throughput on the embedded defaults (SQLite + local store).
+
+    uv run python bench/engine.py [--single 20] [--batch 100]
+
+Measures (1) the time from `POST …/generate` to the candidate being `succeeded`, for one `local`
+candidate at a time, as seen by a client waiting on the run's SSE stream; and (2) generations per
+second for a burst of candidates with zero provider delay, from the first request to the last
+`succeeded`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import httpx
+
+from bench.common import record, served, summary
+
+
+async def sign_in(http: httpx.AsyncClient) -> dict[str, str]:
+    response = await http.post("/api/auth/register",
+                               json={"email": "bench@example.com", "password": "bench-password"})
+    response.raise_for_status()
+    return {"X-CSRF-Token": response.json()["csrf_token"]}
+
+
+async def watch(http: httpx.AsyncClient, run_id: str, done: dict[str, float],
+                ready: asyncio.Event) -> None:
+    async with http.stream("GET", f"/api/runs/{run_id}/events", timeout=None) as response:
+        ready.set()
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event["status"] in ("succeeded", "failed"):
+                    done[event["id"]] = time.perf_counter()
+
+
+async def main(single: int, batch: int, concurrency: int) -> None:
+    async with served(worker_concurrency=concurrency, per_user_concurrency=concurrency) as (
+        base, _app
+    ):
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            headers = await sign_in(http)
+            run = (await http.post("/api/flows/quick/runs", json={}, headers=headers)).json()
+            done: dict[str, float] = {}
+            ready = asyncio.Event()
+            watcher = asyncio.create_task(watch(http, run["id"], done, ready))
+            await ready.wait()
+            url = f"/api/runs/{run['id']}/steps/image/generate"
+
+            latencies = []
+            for _ in range(single):
+                start = time.perf_counter()
+                response = await http.post(url, json={"count": 1}, headers=headers)
+                [generation] = response.json()["generations"]
+                while generation["id"] not in done:
+                    await asyncio.sleep(0.001)
+                latencies.append((done[generation["id"]] - start) * 1000)
+
+            done.clear()
+            start = time.perf_counter()
+            ids = []
+            for _ in range(batch // 4):
+                response = await http.post(url, json={"count": 4}, headers=headers)
+                ids.extend(g["id"] for g in response.json()["generations"])
+            while not all(i in done for i in ids):
+                await asyncio.sleep(0.005)
+            elapsed = max(done[i] for i in ids) - start
+            watcher.cancel()
+
+    result = {
+        "generate_to_succeeded_ms": summary(latencies),
+        "burst": {"generations": len(ids), "seconds": round(elapsed, 3),
+                  "generations_per_second": round(len(ids) / elapsed, 1),
+                  "worker_concurrency": concurrency},
+    }
+    path = record("engine", result)
+    print(f"generate → succeeded, one local candidate (n={single}): "
+          f"p50 {result['generate_to_succeeded_ms']['p50']} ms, "
+          f"p99 {result['generate_to_succeeded_ms']['p99']} ms")
+    print(f"burst of {len(ids)} candidates, zero delay: {result['burst']['generations_per_second']}"
+          f" generations/s ({elapsed:.2f} s)")
+    print(f"recorded in {path}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    asyncio.run(main(args.single, args.batch, args.concurrency))

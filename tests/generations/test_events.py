@@ -1,0 +1,62 @@
+"""Server-Sent Events: one `generation` event per status change, over a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+
+from tests.fixtures.flows import generate, start_run
+
+
+async def collect_events(base_url: str, cookies, run_id: str, *, until, timeout: float = 20):
+    events = []
+    async with httpx.AsyncClient(base_url=base_url, cookies=cookies, timeout=timeout) as http:
+        async with http.stream("GET", f"/api/runs/{run_id}/events") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            event_type = None
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    event_type = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event_type == "generation":
+                    events.append(json.loads(line.split(":", 1)[1]))
+                    if until(events):
+                        return events
+    return events
+
+
+async def test_sse_delivers_the_status_sequence(app, alice, live_server):
+    run = await start_run(alice)
+    cookies = dict(alice.http.cookies)
+
+    def all_done(events):
+        finished = {e["id"] for e in events if e["status"] in ("succeeded", "failed")}
+        return len(finished) == 2
+
+    listener = asyncio.create_task(
+        collect_events(live_server, cookies, run["id"], until=all_done)
+    )
+    await asyncio.sleep(0.3)  # let the stream subscribe
+    response = await generate(alice, run["id"], "object", wait=False, count=2)
+    ids = [g["id"] for g in response.json()["generations"]]
+    events = await asyncio.wait_for(listener, 20)
+    for generation_id in ids:
+        statuses = [e["status"] for e in events if e["id"] == generation_id]
+        assert statuses == ["pending", "running", "succeeded"], statuses
+    final = [e for e in events if e["status"] == "succeeded"]
+    assert all(e["asset"]["thumbnail_url"] for e in final)
+    assert all("user_id" not in e for e in events)
+
+
+async def test_sse_shows_failures(app, alice, live_server):
+    run = await start_run(alice)
+    cookies = dict(alice.http.cookies)
+    listener = asyncio.create_task(collect_events(
+        live_server, cookies, run["id"], until=lambda ev: any(e["status"] == "failed" for e in ev)
+    ))
+    await asyncio.sleep(0.3)
+    await generate(alice, run["id"], "object", wait=False, prompt="boom [fail:content_blocked]")
+    events = await asyncio.wait_for(listener, 20)
+    assert events[-1]["error"]["code"] == "content_blocked"
