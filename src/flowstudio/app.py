@@ -21,6 +21,7 @@ from flowstudio.errors import install_error_handlers
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.routes import router as flows_router
 from flowstudio.generations.events import EventBus
+from flowstudio.generations.history_routes import router as history_router
 from flowstudio.generations.routes import router as generations_router
 from flowstudio.generations.worker import Worker
 from flowstudio.pagination import CursorCodec
@@ -140,12 +141,14 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    install_error_handlers(app)
+    web = _web_module()
+    install_error_handlers(app, html_handler=getattr(web, "html_error_page", None))
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(flows_router)
     app.include_router(runs_router)
     app.include_router(generations_router)
+    app.include_router(history_router)
 
     # Anything else under /api is a problem+json 404 (the exception handler renders it).
     api_fallback = APIRouter()
@@ -158,4 +161,14 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         raise NotFound("There is no API endpoint at this address.")
 
     app.include_router(api_fallback)
+    if web is not None:
+        web.install_web(app)
     return app
+
+
+def _web_module():  # type: ignore[no-untyped-def]
+    try:
+        import flowstudio.web as web
+    except ImportError:
+        return None
+    return web if hasattr(web, "install_web") else None

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowstudio.db import UTCDateTime
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.pagination import Position
-from flowstudio.runs.models import RunStep
+from flowstudio.runs.models import Run, RunStep
 
 PENDING = GenerationStatus.PENDING.value
 RUNNING = GenerationStatus.RUNNING.value
@@ -243,3 +246,107 @@ async def live_generations_of_run(db: AsyncSession, run_id: uuid.UUID) -> list[G
             select(Generation).where(Generation.run_id == run_id, Generation.deleted_at.is_(None))
         )
     )
+
+
+# -- history ---------------------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_SEARCH_WORDS = 8
+
+
+def search_words(q: str) -> list[str]:
+    """The words of a search box, lower-cased; each matches as a prefix."""
+    return [w.lower() for w in _WORD.findall(q)][:MAX_SEARCH_WORDS]
+
+
+@dataclass(frozen=True)
+class HistoryFilters:
+    flow: str | None = None
+    run_id: uuid.UUID | None = None
+    step_id: str | None = None
+    statuses: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    adopted: bool | None = None
+    words: tuple[str, ...] = ()
+    deleted: bool = False
+
+
+def _search_condition(dialect: str, words: Sequence[str]) -> Any:
+    if dialect == "postgresql":
+        query = " & ".join(f"{w}:*" for w in words)
+        return text("generations.prompt_tsv @@ to_tsquery('simple', :tsquery)").bindparams(
+            tsquery=query
+        )
+    match = " ".join(f'"{w}"*' for w in words)
+    matching = text(
+        "SELECT s.generation_id FROM generations_fts f "
+        "JOIN generation_search s ON s.rowid = f.rowid WHERE generations_fts MATCH :fts"
+    ).bindparams(fts=match).columns(generation_id=Generation.__table__.c.id.type)
+    return Generation.id.in_(matching)
+
+
+async def history_page(
+    db: AsyncSession, *, user_id: uuid.UUID, filters: HistoryFilters, after: Position | None,
+    limit: int,
+) -> list[tuple[Generation, bool]]:
+    query = with_adoption(select(Generation)).where(Generation.user_id == user_id)
+    if filters.deleted:
+        query = query.where(Generation.deleted_at.is_not(None))
+    else:
+        query = query.where(Generation.deleted_at.is_(None))
+    if filters.flow:
+        query = query.where(Generation.flow_slug == filters.flow)
+    if filters.run_id:
+        query = query.where(Generation.run_id == filters.run_id)
+    if filters.step_id:
+        query = query.where(Generation.step_id == filters.step_id)
+    if filters.statuses:
+        query = query.where(Generation.status.in_(filters.statuses))
+    if filters.since:
+        query = query.where(Generation.created_at >= filters.since)
+    if filters.until:
+        query = query.where(Generation.created_at < filters.until)
+    if filters.adopted is True:
+        query = query.where(RunStep.adopted_generation_id == Generation.id)
+    elif filters.adopted is False:
+        query = query.where(
+            or_(RunStep.adopted_generation_id.is_(None), RunStep.adopted_generation_id != Generation.id)
+        )
+    if filters.words:
+        query = query.where(_search_condition(db.get_bind().dialect.name, filters.words))
+    if after is not None:
+        query = query.where(
+            tuple_(Generation.created_at, Generation.id) < tuple_(after.created_at, after.id)
+        )
+    query = query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit)
+    rows = await db.execute(query.execution_options(populate_existing=True))
+    return [(row[0], bool(row[1])) for row in rows]
+
+
+async def run_context(
+    db: AsyncSession, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, dict[str, Any]]]:
+    """Title and flow snapshot of each run (for history items' context)."""
+    if not run_ids:
+        return {}
+    rows = await db.execute(
+        select(Run.id, Run.title, Run.flow_snapshot).where(Run.id.in_(set(run_ids)))
+    )
+    return {run_id: (title, snapshot) for run_id, title, snapshot in rows}
+
+
+async def owned_by_ids(
+    db: AsyncSession, *, user_id: uuid.UUID, ids: Sequence[uuid.UUID], include_deleted: bool
+) -> list[Generation]:
+    if not ids:
+        return []
+    query = select(Generation).where(Generation.user_id == user_id, Generation.id.in_(ids))
+    if not include_deleted:
+        query = query.where(Generation.deleted_at.is_(None))
+    return list(await db.scalars(query.execution_options(populate_existing=True)))
+
+
+async def delete_rows(db: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
+    if ids:
+        await db.execute(sa_delete(Generation).where(Generation.id.in_(ids)))

@@ -131,3 +131,37 @@ def event_payload(generation: Generation, *, adopted: bool = False) -> dict[str,
     payload = to_read(generation, adopted=adopted).model_dump(mode="json")
     payload["user_id"] = str(generation.user_id)
     return payload
+
+
+class HistoryItem(GenerationRead):
+    run_title: str | None
+    step_title: str | None
+    flow_title: str | None
+    purge_after: datetime | None = Field(
+        None, description="When a deleted generation is removed for good."
+    )
+
+
+class HistoryList(BaseModel):
+    items: list[HistoryItem]
+    next_cursor: str | None
+
+
+class DeleteResult(BaseModel):
+    id: uuid.UUID
+    deleted_at: datetime
+    purge_after: datetime | None
+    purged: bool
+    invalidated_steps: list[str] = Field(
+        description="Steps of the run whose adoption this removed (its own and downstream)."
+    )
+
+
+class BatchDeleteBody(BaseModel):
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=500)
+    purge: bool = False
+
+
+class BatchDeleteResult(BaseModel):
+    deleted: list[uuid.UUID]
+    not_found: list[uuid.UUID]

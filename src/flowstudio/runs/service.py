@@ -241,16 +241,17 @@ async def release_adoptions_of(
 ) -> dict[uuid.UUID, list[str]]:
     """Deleted generations lose their adoption; their downstream steps are invalidated.
 
-    Returns, per run, the steps whose adoption was removed (the deleted ones' steps included).
+    Returns, per released generation, the steps whose adoption was removed (its own first).
     """
     now = utcnow()
-    affected: dict[uuid.UUID, list[str]] = {}
+    released: dict[uuid.UUID, list[str]] = {}
     for run_step in await repository.steps_adopting(db, generation_ids):
         run = runs.get(run_step.run_id)
-        if run is None:
+        if run is None or run_step.adopted_generation_id is None:
             continue
+        generation_id = run_step.adopted_generation_id
         await repository.set_adoption(db, run_id=run.id, step_id=run_step.step_id,
                                       generation_id=None, now=now)
         downstream = await _invalidate_downstream(db, run=run, step_id=run_step.step_id, now=now)
-        affected.setdefault(run.id, []).extend([run_step.step_id, *downstream])
-    return affected
+        released[generation_id] = [run_step.step_id, *downstream]
+    return released

@@ -1,0 +1,170 @@
+"""The history: every generation a user made — listing, context, delete/restore/purge."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowstudio.auth.models import User
+from flowstudio.db import utcnow
+from flowstudio.errors import NotFound
+from flowstudio.generations import repository
+from flowstudio.generations.events import EventBus
+from flowstudio.generations.models import Generation, GenerationStatus
+from flowstudio.generations.repository import HistoryFilters
+from flowstudio.generations.schemas import HistoryItem, to_read
+from flowstudio.generations.service import _transition
+from flowstudio.pagination import CursorCodec, Position
+from flowstudio.runs import repository as runs_repository
+from flowstudio.runs import service as runs_service
+from flowstudio.runs.models import Run
+from flowstudio.storage import ObjectStore
+
+NOT_FOUND = "No such generation."
+
+
+def _step_title(snapshot: dict[str, Any], step_id: str) -> str | None:
+    for step in snapshot.get("steps", []):
+        if step.get("id") == step_id:
+            return step.get("title") or step_id
+    return None
+
+
+async def describe(
+    db: AsyncSession, rows: Sequence[tuple[Generation, bool]], *, trash_days: int
+) -> list[HistoryItem]:
+    """History items with their run and step context, in one extra query."""
+    context = await repository.run_context(db, [g.run_id for g, _ in rows])
+    items = []
+    for generation, adopted in rows:
+        title, snapshot = context.get(generation.run_id, (None, {}))
+        base = to_read(generation, adopted=adopted).model_dump()
+        items.append(
+            HistoryItem(
+                **base,
+                run_title=title,
+                step_title=_step_title(snapshot, generation.step_id),
+                flow_title=snapshot.get("title"),
+                purge_after=purge_after(generation.deleted_at, trash_days),
+            )
+        )
+    return items
+
+
+def purge_after(deleted_at: datetime | None, trash_days: int) -> datetime | None:
+    return deleted_at + timedelta(days=trash_days) if deleted_at else None
+
+
+async def list_history(
+    db: AsyncSession, *, user: User, codec: CursorCodec, filters: HistoryFilters,
+    cursor: str | None, limit: int, trash_days: int,
+) -> tuple[list[HistoryItem], str | None]:
+    scope = "trash" if filters.deleted else "history"
+    after = codec.decode(cursor, scope=scope) if cursor else None
+    rows = await repository.history_page(db, user_id=user.id, filters=filters, after=after,
+                                         limit=limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1][0]
+        next_cursor = codec.encode(Position(last.created_at, last.id), scope=scope)
+    return await describe(db, rows, trash_days=trash_days), next_cursor
+
+
+async def get_item(
+    db: AsyncSession, *, user: User, generation_id: uuid.UUID, trash_days: int
+) -> HistoryItem:
+    found = await repository.get_owned(db, user_id=user.id, generation_id=generation_id,
+                                       include_deleted=True)
+    if found is None:
+        raise NotFound(NOT_FOUND)
+    return (await describe(db, [found], trash_days=trash_days))[0]
+
+
+@dataclass(frozen=True)
+class Deleted:
+    generation: Generation
+    invalidated_steps: list[str]
+    purged: bool
+
+
+async def _owned_runs(db: AsyncSession, generations: Sequence[Generation]) -> dict:
+    runs = {}
+    for run_id in {g.run_id for g in generations}:
+        run = await db.get(Run, run_id)
+        if run is not None:
+            runs[run_id] = run
+    return runs
+
+
+async def delete_generations(
+    db: AsyncSession, *, bus: EventBus, store: ObjectStore, user: User,
+    ids: Sequence[uuid.UUID], purge: bool,
+) -> tuple[list[Deleted], list[uuid.UUID]]:
+    """Soft-delete (or purge) the user's generations among `ids`; the rest are not found.
+
+    Deleting an adopted candidate clears that adoption and invalidates the steps downstream.
+    Purging removes the objects first and the row only once they are gone.
+    """
+    unique_ids = list(dict.fromkeys(ids))
+    found = await repository.owned_by_ids(db, user_id=user.id, ids=unique_ids,
+                                          include_deleted=purge)
+    found_ids = {g.id for g in found}
+    not_found = [i for i in unique_ids if i not in found_ids]
+    runs = await _owned_runs(db, found)
+    released = await runs_service.release_adoptions_of(
+        db, generation_ids=[g.id for g in found], runs=runs
+    )
+    now = utcnow()
+    results = []
+    if purge:
+        purged = await purge_rows(db, store=store, generations=found)
+        for generation in found:
+            if generation.id in purged:
+                results.append(Deleted(generation, released.get(generation.id, []), True))
+            else:
+                not_found.append(generation.id)  # objects could not be removed: kept for gc
+        return results, not_found
+    for generation in found:
+        values: dict[str, Any] = {"deleted_at": now}
+        if generation.status == GenerationStatus.PENDING.value:
+            values.update(status=GenerationStatus.CANCELED.value, finished_at=now)
+        await _transition(db, bus, generation, values)
+        results.append(Deleted(generation, released.get(generation.id, []), False))
+    return results, not_found
+
+
+async def purge_rows(
+    db: AsyncSession, *, store: ObjectStore, generations: Sequence[Generation]
+) -> set[uuid.UUID]:
+    """Delete objects, then the rows whose objects are gone. Returns the purged ids."""
+    keys_by_id = {
+        g.id: [k for k in (g.object_key, g.thumbnail_key) if k] for g in generations
+    }
+    all_keys = [k for keys in keys_by_id.values() for k in keys]
+    failed = set(await store.delete_many(all_keys)) if all_keys else set()
+    purged = [gid for gid, keys in keys_by_id.items() if not failed.intersection(keys)]
+    await repository.delete_rows(db, purged)
+    return set(purged)
+
+
+async def restore_generation(
+    db: AsyncSession, *, bus: EventBus, user: User, generation_id: uuid.UUID, trash_days: int
+) -> HistoryItem:
+    found = await repository.get_owned(db, user_id=user.id, generation_id=generation_id,
+                                       include_deleted=True)
+    if found is None:
+        raise NotFound(NOT_FOUND)
+    generation, _ = found
+    if generation.deleted_at is not None:
+        await _transition(db, bus, generation, {"deleted_at": None})
+        run = await db.get(Run, generation.run_id)
+        if run is not None and run.deleted_at is not None:
+            run.deleted_at = None  # restoring a generation of a deleted run brings the run back
+            await runs_repository.touch_run(db, run.id, utcnow())
+    return await get_item(db, user=user, generation_id=generation_id, trash_days=trash_days)
