@@ -23,6 +23,7 @@ from flowstudio.flows.routes import router as flows_router
 from flowstudio.generations.events import EventBus
 from flowstudio.generations.history_routes import router as history_router
 from flowstudio.generations.routes import router as generations_router
+from flowstudio.generations.maintenance import PeriodicCollector
 from flowstudio.generations.worker import Worker
 from flowstudio.pagination import CursorCodec
 from flowstudio.runs.routes import router as runs_router
@@ -61,9 +62,13 @@ def check_flow_providers(flows: FlowRegistry, providers: ProviderRegistry) -> No
         raise ConfigurationError("; ".join(problems))
 
 
+def periodic_collector(ctx: AppContext) -> PeriodicCollector:
+    return PeriodicCollector(ctx, interval=timedelta(minutes=ctx.settings.gc_interval_minutes))
+
+
 @asynccontextmanager
 async def run_worker_in(ctx: AppContext) -> AsyncIterator[Worker]:
-    worker = Worker(ctx, ctx.bus)
+    worker = Worker(ctx, ctx.bus, maintenance=periodic_collector(ctx))
     await worker.start()
     try:
         yield worker

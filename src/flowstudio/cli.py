@@ -90,7 +90,10 @@ def worker(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         async with open_context(settings) as ctx:
-            runner = Worker(ctx, ctx.bus, concurrency=concurrency)
+            from flowstudio.app import periodic_collector
+
+            runner = Worker(ctx, ctx.bus, concurrency=concurrency,
+                            maintenance=periodic_collector(ctx))
             await runner.start()
             console.print(f"Worker {runner.owner} is running; Ctrl-C stops it.")
             await stop.wait()
@@ -165,6 +168,103 @@ def user_create(
         err.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(1) from None
     console.print(f"Created {email.strip().lower()}.")
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report; change nothing.")] = False,
+) -> None:
+    """Purge expired trash, apply retention, delete orphan objects, report missing ones."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from flowstudio.app import open_context
+    from flowstudio.generations.maintenance import collect_garbage
+
+    settings = _load_settings()
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with open_context(settings) as ctx:
+            with Progress(TextColumn("{task.description}"), BarColumn(),
+                          TextColumn("{task.completed}"), TimeElapsedColumn(),
+                          console=console, transient=True) as bar:
+                tasks: dict[str, int] = {}
+
+                def progress(phase: str, advance: int, total: int | None) -> None:
+                    if phase not in tasks:
+                        tasks[phase] = bar.add_task(phase, total=total)
+                    bar.update(tasks[phase], advance=advance, total=total)
+
+                return await collect_garbage(ctx, dry_run=dry_run, progress=progress)
+
+    report = asyncio.run(main())
+    if report.skipped:
+        console.print("Another collector is running; nothing done.")
+        return
+    verb = "would be" if dry_run else "were"
+    table = Table(title="flowstudio gc" + (" (dry run)" if dry_run else ""))
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row(f"expired trash rows that {verb} purged", str(report.trash_purged))
+    table.add_row(f"generations that {verb} moved to trash by retention",
+                  str(report.retention_trashed))
+    table.add_row("objects scanned", str(report.objects_scanned))
+    table.add_row(f"orphan objects that {verb} deleted",
+                  str(len(report.orphan_keys) if dry_run else report.orphans_deleted))
+    table.add_row("generations whose image is missing", str(len(report.missing_objects)))
+    table.add_row("deletes that failed (retried next time)", str(report.delete_failures))
+    console.print(table)
+    for gid in report.missing_objects[:20]:
+        console.print(f"  missing image: generation {gid}")
+    console.print(f"Done in {report.seconds:.1f} s.")
+
+
+@app.command()
+def export(
+    user: Annotated[str, typer.Option("--user", help="The user's email.")],
+    run: Annotated[str | None, typer.Option("--run", help="Only this run's generations.")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Zip file (default: flowstudio-export-….zip).")
+    ] = None,
+    include_deleted: Annotated[bool, typer.Option(help="Include generations in the trash.")] = False,
+) -> None:
+    """Write a zip of a user's generations: images plus metadata.json."""
+    import uuid
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from flowstudio.app import open_context
+    from flowstudio.errors import AppError
+    from flowstudio.generations.export import export_history
+
+    settings = _load_settings()
+    try:
+        run_id = uuid.UUID(run) if run else None
+    except ValueError:
+        err.print(f"[red]--run must be a run id (a UUID), not {run!r}.[/red]")
+        raise typer.Exit(2) from None
+    name = output or f"flowstudio-export-{user.split('@')[0]}{'-' + run[:8] if run else ''}.zip"
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with open_context(settings) as ctx:
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("exporting", total=None)
+
+                def progress(advance: int, total: int) -> None:
+                    bar.update(task, advance=advance, total=total)
+
+                return await export_history(ctx, email=user, output=Path(name), run_id=run_id,
+                                            include_deleted=include_deleted, progress=progress)
+
+    try:
+        summary = asyncio.run(main())
+    except AppError as exc:
+        err.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Wrote {summary.path}: {summary.generations} generations, "
+                  f"{summary.images} images"
+                  + (f", {summary.missing_images} images missing" if summary.missing_images else ""))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_age_days: int | None = Field(
         None, ge=1, description="Retention: drop non-adopted generations older than this."
     )
+    gc_interval_minutes: float = Field(
+        60.0, gt=0, description="How often workers collect garbage (trash, retention, orphans)."
+    )
     flows_dir: Path | None = Field(None, description="Extra directory of flow *.toml files.")
     session_days: int = Field(14, ge=1, description="Lifetime of a browser session.")
     login_attempts_per_minute: int = Field(

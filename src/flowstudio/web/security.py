@@ -1,4 +1,4 @@
-"""Security headers on every response: a strict CSP, no framing, no sniffing, same-origin referrers."""
+"""Security headers on every response: strict CSP, no framing, no sniffing, same-origin referrer."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def policy_for(path: str) -> str:
 
 
 class SecurityHeadersMiddleware:
-    """Pure ASGI (not BaseHTTPMiddleware) so streamed responses such as SSE pass straight through."""
+    """Pure ASGI (not BaseHTTPMiddleware), so streamed responses such as SSE pass straight on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,0 +1,258 @@
+"""Garbage collection and consistency: trash purge, retention, orphan objects, missing objects.
+
+Run by `flowstudio gc [--dry-run]` and periodically by workers. Object deletes go first and a row
+is removed only once its objects are gone; adopted candidates and unfinished work are never
+touched by retention.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowstudio.context import AppContext
+from flowstudio.db import utcnow
+from flowstudio.generations import repository
+from flowstudio.generations.history import purge_rows
+from flowstudio.generations.models import TERMINAL_STATUSES, Generation
+from flowstudio.runs.models import RunStep
+from flowstudio.storage import ObjectInfo
+
+log = logging.getLogger("flowstudio.gc")
+
+BATCH = 500
+ORPHAN_GRACE = timedelta(hours=1)
+_LOCK_ID = 0x466C6F77  # PostgreSQL advisory lock: one collector at a time across processes
+
+Progress = Callable[[str, int, int | None], None]  # (phase, advanced by, total or None)
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    trash_purged: int = 0
+    retention_trashed: int = 0
+    objects_scanned: int = 0
+    orphans_deleted: int = 0
+    orphan_keys: list[str] = field(default_factory=list)
+    missing_objects: list[uuid.UUID] = field(default_factory=list)
+    delete_failures: int = 0
+    seconds: float = 0.0
+    skipped: bool = False  # another collector held the lock
+
+
+def _no_progress(_phase: str, _advance: int, _total: int | None) -> None:
+    return None
+
+
+def _not_adopted() -> object:
+    return ~exists().where(RunStep.adopted_generation_id == Generation.id)
+
+
+async def _expired_trash(db: AsyncSession, *, before: datetime, after_id: uuid.UUID | None,
+                         limit: int) -> list[Generation]:
+    query = select(Generation).where(Generation.deleted_at.is_not(None),
+                                     Generation.deleted_at < before)
+    if after_id is not None:
+        query = query.where(Generation.id > after_id)
+    return list(await db.scalars(query.order_by(Generation.id).limit(limit)))
+
+
+async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progress) -> None:
+    before = utcnow() - timedelta(days=ctx.settings.trash_days)
+    after_id = None
+    while True:
+        async with ctx.sessions() as db:
+            batch = await _expired_trash(db, before=before, after_id=after_id, limit=BATCH)
+            if not batch:
+                return
+            after_id = batch[-1].id
+            if report.dry_run:
+                report.trash_purged += len(batch)
+            else:
+                purged = await purge_rows(db, store=ctx.store, generations=batch)
+                await db.commit()
+                report.trash_purged += len(purged)
+                report.delete_failures += len(batch) - len(purged)
+            progress("trash", len(batch), None)
+
+
+async def apply_retention(ctx: AppContext, report: GcReport, progress: Progress) -> None:
+    settings = ctx.settings
+    now = utcnow()
+    conditions = [Generation.deleted_at.is_(None), Generation.status.in_(TERMINAL_STATUSES),
+                  _not_adopted()]
+    candidates = []
+    async with ctx.sessions() as db:
+        if settings.max_age_days:
+            old = select(Generation.id).where(
+                *conditions, Generation.created_at < now - timedelta(days=settings.max_age_days)
+            )
+            candidates.extend(await db.scalars(old))
+        if settings.keep_last_per_step:
+            ranked = (
+                select(
+                    Generation.id.label("id"),
+                    func.row_number().over(
+                        partition_by=(Generation.run_id, Generation.step_id),
+                        order_by=(Generation.created_at.desc(), Generation.id.desc()),
+                    ).label("rank"),
+                )
+                .where(*conditions)
+                .subquery()
+            )
+            beyond = select(ranked.c.id).where(ranked.c.rank > settings.keep_last_per_step)
+            candidates.extend(await db.scalars(beyond))
+    ids = list(dict.fromkeys(candidates))
+    if report.dry_run:
+        report.retention_trashed = len(ids)
+        return
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start:start + BATCH]
+        async with ctx.sessions() as db:
+            rows = await repository.get_by_ids(db, chunk)
+            for generation in rows:
+                # Re-checked inside the transaction: it may have been adopted meanwhile.
+                adopted = await db.scalar(
+                    select(func.count()).where(RunStep.adopted_generation_id == generation.id)
+                )
+                if adopted or generation.deleted_at is not None:
+                    continue
+                generation.deleted_at = now
+                generation.updated_at = now
+                report.retention_trashed += 1
+            await db.commit()
+        progress("retention", len(chunk), len(ids))
+
+
+async def _referenced_keys(db: AsyncSession, user_id: str) -> dict[str, tuple[uuid.UUID, str]]:
+    """Every key a row of this user references → (generation id, status)."""
+    try:
+        uid = uuid.UUID(user_id)
+    except ValueError:
+        return {}
+    rows = await db.execute(
+        select(Generation.id, Generation.status, Generation.object_key, Generation.thumbnail_key)
+        .where(Generation.user_id == uid, Generation.object_key.is_not(None))
+    )
+    keys: dict[str, tuple[uuid.UUID, str]] = {}
+    for gid, status, object_key, thumb in rows:
+        keys[object_key] = (gid, status)
+        if thumb:
+            keys[thumb] = (gid, status)
+    return keys
+
+
+async def sweep_objects(ctx: AppContext, report: GcReport, progress: Progress,
+                        *, grace: timedelta = ORPHAN_GRACE) -> None:
+    """One pass over the store, user by user: delete orphans, report rows whose object is gone."""
+    now = utcnow()
+    seen_users: set[str] = set()
+    current_user: str | None = None
+    listed: list[ObjectInfo] = []
+
+    async def settle(user: str, infos: list[ObjectInfo]) -> None:
+        async with ctx.sessions() as db:
+            referenced = await _referenced_keys(db, user)
+        present = {info.key for info in infos}
+        orphans = [
+            info.key for info in infos
+            if info.key not in referenced
+            and (info.last_modified is None or now - info.last_modified > grace)
+        ]
+        for key, (gid, status) in referenced.items():
+            if status == "succeeded" and key not in present and not key.endswith(".thumb.webp"):
+                report.missing_objects.append(gid)
+        report.orphan_keys.extend(orphans)
+        if orphans and not report.dry_run:
+            failed = await ctx.store.delete_many(orphans)
+            report.orphans_deleted += len(orphans) - len(failed)
+            report.delete_failures += len(failed)
+
+    async for info in ctx.store.list_prefix("u/"):
+        report.objects_scanned += 1
+        parts = info.key.split("/")
+        user = parts[1] if len(parts) > 2 else ""
+        if user != current_user:
+            if current_user is not None:
+                await settle(current_user, listed)
+            current_user, listed = user, []
+            seen_users.add(user)
+        listed.append(info)
+        if report.objects_scanned % 1000 == 0:
+            progress("objects", 1000, None)
+    if current_user is not None:
+        await settle(current_user, listed)
+    progress("objects", report.objects_scanned % 1000, None)
+
+    # Users with rows but not a single object in the store.
+    async with ctx.sessions() as db:
+        users = await db.scalars(
+            select(Generation.user_id).where(Generation.status == "succeeded",
+                                             Generation.object_key.is_not(None)).distinct()
+        )
+        unseen = [u for u in users if str(u) not in seen_users]
+        if unseen:
+            rows = await db.scalars(
+                select(Generation.id).where(
+                    Generation.user_id.in_(unseen), Generation.status == "succeeded",
+                    Generation.object_key.is_not(None),
+                )
+            )
+            report.missing_objects.extend(rows)
+
+
+async def collect_garbage(
+    ctx: AppContext, *, dry_run: bool = False, progress: Progress = _no_progress,
+    sweep: bool = True, orphan_grace: timedelta = ORPHAN_GRACE,
+) -> GcReport:
+    report = GcReport(dry_run=dry_run)
+    started = time.perf_counter()
+    postgres = not ctx.settings.is_sqlite
+    lock_connection = None
+    if postgres:
+        lock_connection = await ctx.engine.connect()
+        got = await lock_connection.scalar(text(f"SELECT pg_try_advisory_lock({_LOCK_ID})"))
+        if not got:
+            await lock_connection.close()
+            report.skipped = True
+            return report
+    try:
+        await purge_expired_trash(ctx, report, progress)
+        await apply_retention(ctx, report, progress)
+        if sweep:
+            await sweep_objects(ctx, report, progress, grace=orphan_grace)
+    finally:
+        if lock_connection is not None:
+            await lock_connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_ID})"))
+            await lock_connection.close()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+class PeriodicCollector:
+    """Called often by the worker; collects at most once per interval."""
+
+    def __init__(self, ctx: AppContext, *, interval: timedelta) -> None:
+        self.ctx = ctx
+        self.interval = interval.total_seconds()
+        self._last = time.monotonic()
+
+    async def __call__(self) -> None:
+        if time.monotonic() - self._last < self.interval:
+            return
+        self._last = time.monotonic()
+        report = await collect_garbage(self.ctx)
+        if report.trash_purged or report.retention_trashed or report.orphans_deleted:
+            log.info("gc: purged %d from trash, trashed %d by retention, deleted %d orphans",
+                     report.trash_purged, report.retention_trashed, report.orphans_deleted)
+        if report.missing_objects:
+            log.warning("gc: %d generation(s) have no object in storage",
+                        len(report.missing_objects))
