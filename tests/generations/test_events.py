@@ -10,7 +10,8 @@ import httpx
 from tests.fixtures.flows import generate, start_run
 
 
-async def collect_events(base_url: str, cookies, run_id: str, *, until, timeout: float = 20):
+async def collect_events(base_url: str, cookies, run_id: str, *, until, timeout: float = 20,
+                         kinds=("generation",)):
     events = []
     async with httpx.AsyncClient(base_url=base_url, cookies=cookies, timeout=timeout) as http:
         async with http.stream("GET", f"/api/runs/{run_id}/events") as response:
@@ -20,8 +21,8 @@ async def collect_events(base_url: str, cookies, run_id: str, *, until, timeout:
             async for line in response.aiter_lines():
                 if line.startswith("event:"):
                     event_type = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and event_type == "generation":
-                    events.append(json.loads(line.split(":", 1)[1]))
+                elif line.startswith("data:") and event_type in kinds:
+                    events.append({"event": event_type, **json.loads(line.split(":", 1)[1])})
                     if until(events):
                         return events
     return events
@@ -60,3 +61,24 @@ async def test_sse_shows_failures(app, alice, live_server):
     await generate(alice, run["id"], "object", wait=False, prompt="boom [fail:content_blocked]")
     events = await asyncio.wait_for(listener, 20)
     assert events[-1]["error"]["code"] == "content_blocked"
+
+
+async def test_sse_announces_adoption_changes(app, alice, live_server):
+    from tests.fixtures.flows import adopt, generate_and_adopt
+
+    run = await start_run(alice)
+    rid = run["id"]
+    first = await generate_and_adopt(alice, rid, "object")
+    await generate_and_adopt(alice, rid, "scene")
+    [second] = (await generate(alice, rid, "object")).json()["generations"]
+    listener = asyncio.create_task(collect_events(
+        live_server, dict(alice.http.cookies), rid, kinds=("adoption",),
+        until=lambda ev: len(ev) == 2,
+    ))
+    await asyncio.sleep(0.3)
+    await adopt(alice, rid, "object", second["id"])
+    await alice.post(f"/api/runs/{rid}/steps/object/clear")
+    events = await asyncio.wait_for(listener, 20)
+    assert events[0]["adopted_generation_id"] == second["id"] != first["id"]
+    assert events[0]["invalidated_steps"] == ["scene"]
+    assert events[1]["adopted_generation_id"] is None and events[1]["step_id"] == "object"

@@ -118,7 +118,7 @@ async def delete_generations(
     not_found = [i for i in unique_ids if i not in found_ids]
     runs = await _owned_runs(db, found)
     released = await runs_service.release_adoptions_of(
-        db, generation_ids=[g.id for g in found], runs=runs
+        db, generation_ids=[g.id for g in found], runs=runs, bus=bus
     )
     now = utcnow()
     results = []

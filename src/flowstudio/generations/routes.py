@@ -131,7 +131,8 @@ async def upload_asset(
     "/events",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}},
-                     "description": "one `generation` event per status change"},
+                     "description": "one `generation` event per status change (the generation as "
+                              "JSON) and an `adoption` event when a step's adoption changes"},
                404: {"description": "not_found"}},
 )
 async def run_events(run_id: uuid.UUID, request: Request, user: CurrentUser, db: SessionDep,
@@ -151,9 +152,10 @@ async def run_events(run_id: uuid.UUID, request: Request, user: CurrentUser, db:
                     continue
                 if payload.get("user_id") != str(user.id):
                     continue
-                payload = {k: v for k, v in payload.items() if k != "user_id"}
+                kind = payload.get("event", "generation")
+                payload = {k: v for k, v in payload.items() if k not in ("user_id", "event")}
                 data = json.dumps(payload, separators=(",", ":"))
-                yield f"event: generation\nid: {payload['id']}:{payload['status']}\ndata: {data}\n\n".encode()
+                yield f"event: {kind}\ndata: {data}\n\n".encode()
         except asyncio.CancelledError:
             raise
         finally:

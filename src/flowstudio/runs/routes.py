@@ -62,9 +62,10 @@ async def delete_run(run_id: uuid.UUID, user: CurrentUser, db: SessionDep,
 @router.post("/runs/{run_id}/steps/{step_id}/adopt", response_model=AdoptResult,
              responses={**NOT_FOUND, 409: {"description": "not_adoptable"}})
 async def adopt(run_id: uuid.UUID, step_id: str, body: AdoptBody, user: CurrentUser,
-                db: SessionDep) -> AdoptResult:
+                db: SessionDep, ctx: ContextDep) -> AdoptResult:
     generation, invalidated = await service.adopt_candidate(
-        db, user=user, run_id=run_id, step_id=step_id, generation_id=body.generation_id
+        db, user=user, run_id=run_id, step_id=step_id, generation_id=body.generation_id,
+        bus=ctx.bus,
     )
     return AdoptResult(adopted_generation_id=generation.id, adopted_key=generation.object_key or "",
                        invalidated_steps=invalidated)
@@ -72,6 +73,8 @@ async def adopt(run_id: uuid.UUID, step_id: str, body: AdoptBody, user: CurrentU
 
 @router.post("/runs/{run_id}/steps/{step_id}/clear", response_model=ClearResult,
              responses=NOT_FOUND)
-async def clear(run_id: uuid.UUID, step_id: str, user: CurrentUser, db: SessionDep) -> ClearResult:
-    invalidated = await service.clear_adoption(db, user=user, run_id=run_id, step_id=step_id)
+async def clear(run_id: uuid.UUID, step_id: str, user: CurrentUser, db: SessionDep,
+                ctx: ContextDep) -> ClearResult:
+    invalidated = await service.clear_adoption(db, user=user, run_id=run_id, step_id=step_id,
+                                               bus=ctx.bus)
     return ClearResult(invalidated_steps=invalidated)

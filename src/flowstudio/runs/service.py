@@ -19,6 +19,7 @@ from flowstudio.db import utcnow
 from flowstudio.errors import NotAdoptable, NotFound, ValidationFailed
 from flowstudio.flows import FlowDefinition, FlowRegistry, RunInputError, UnknownFlow, UnknownStep
 from flowstudio.generations import repository as generations_repo
+from flowstudio.generations.events import EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.generations.schemas import to_read
 from flowstudio.pagination import CursorCodec, Position
@@ -194,8 +195,24 @@ async def _invalidate_downstream(
     return await repository.invalidate_steps(db, run_id=run.id, step_ids=downstream, now=now)
 
 
+async def _emit_adoption(
+    db: AsyncSession, bus: EventBus | None, *, run: Run, step_id: str,
+    generation_id: uuid.UUID | None, invalidated: list[str],
+) -> None:
+    """An `adoption` event tells other tabs and instances that the run's adoptions changed."""
+    if bus is None:
+        return
+    await bus.emit(db, {
+        "event": "adoption", "run_id": str(run.id), "user_id": str(run.user_id),
+        "step_id": step_id,
+        "adopted_generation_id": str(generation_id) if generation_id else None,
+        "invalidated_steps": invalidated,
+    })
+
+
 async def adopt_candidate(
-    db: AsyncSession, *, user: User, run_id: uuid.UUID, step_id: str, generation_id: uuid.UUID
+    db: AsyncSession, *, user: User, run_id: uuid.UUID, step_id: str, generation_id: uuid.UUID,
+    bus: EventBus | None = None,
 ) -> tuple[Generation, list[str]]:
     # Locking the run row serializes concurrent adoptions within a run (PostgreSQL); SQLite
     # transactions are already serialized by BEGIN IMMEDIATE.
@@ -217,11 +234,14 @@ async def adopt_candidate(
         )
         invalidated = await _invalidate_downstream(db, run=run, step_id=step_id, now=now)
         await repository.touch_run(db, run.id, now)
+        await _emit_adoption(db, bus, run=run, step_id=step_id, generation_id=generation.id,
+                             invalidated=invalidated)
     return generation, invalidated
 
 
 async def clear_adoption(
-    db: AsyncSession, *, user: User, run_id: uuid.UUID, step_id: str
+    db: AsyncSession, *, user: User, run_id: uuid.UUID, step_id: str,
+    bus: EventBus | None = None,
 ) -> list[str]:
     run = await get_owned_run(db, user=user, run_id=run_id, for_update=True)
     step_of(run, step_id)
@@ -233,11 +253,14 @@ async def clear_adoption(
                                       now=now)
         invalidated = await _invalidate_downstream(db, run=run, step_id=step_id, now=now)
         await repository.touch_run(db, run.id, now)
+        await _emit_adoption(db, bus, run=run, step_id=step_id, generation_id=None,
+                             invalidated=invalidated)
     return invalidated
 
 
 async def release_adoptions_of(
-    db: AsyncSession, *, generation_ids: Sequence[uuid.UUID], runs: dict[uuid.UUID, Run]
+    db: AsyncSession, *, generation_ids: Sequence[uuid.UUID], runs: dict[uuid.UUID, Run],
+    bus: EventBus | None = None,
 ) -> dict[uuid.UUID, list[str]]:
     """Deleted generations lose their adoption; their downstream steps are invalidated.
 
@@ -254,4 +277,6 @@ async def release_adoptions_of(
                                       generation_id=None, now=now)
         downstream = await _invalidate_downstream(db, run=run, step_id=run_step.step_id, now=now)
         released[generation_id] = [run_step.step_id, *downstream]
+        await _emit_adoption(db, bus, run=run, step_id=run_step.step_id, generation_id=None,
+                             invalidated=downstream)
     return released

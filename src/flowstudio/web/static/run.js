@@ -397,6 +397,8 @@ function connectEvents() {
     if (step) renderDialog(step);
     scheduleRunRefresh();
   });
+  // Another tab (or the history page) adopted or cleared a step: reload the run's truth.
+  source.addEventListener("adoption", () => resync());
   currentSource = source;
 }
 let currentSource = null;
