@@ -50,8 +50,12 @@ def summary(values: list[float]) -> dict[str, float]:
 def record(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "when": datetime.now(UTC).isoformat(), "machine": machine(),
-               **data}
+    payload = {
+        "benchmark": name,
+        "when": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        **data,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 
@@ -63,8 +67,9 @@ async def served(**overrides: Any) -> AsyncIterator[tuple[str, Any]]:
         settings = Settings(_env_file=None, data_dir=Path(data_dir), **overrides)
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
-                                    log_level="warning")
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"
+            )
             server = uvicorn.Server(config)
             task = asyncio.create_task(server.serve())
             while not server.started:

@@ -21,14 +21,16 @@ from bench.common import record, served, summary
 
 
 async def sign_in(http: httpx.AsyncClient) -> dict[str, str]:
-    response = await http.post("/api/auth/register",
-                               json={"email": "bench@example.com", "password": "bench-password"})
+    response = await http.post(
+        "/api/auth/register", json={"email": "bench@example.com", "password": "bench-password"}
+    )
     response.raise_for_status()
     return {"X-CSRF-Token": response.json()["csrf_token"]}
 
 
-async def watch(http: httpx.AsyncClient, run_id: str, done: dict[str, float],
-                ready: asyncio.Event) -> None:
+async def watch(
+    http: httpx.AsyncClient, run_id: str, done: dict[str, float], ready: asyncio.Event
+) -> None:
     async with http.stream("GET", f"/api/runs/{run_id}/events", timeout=None) as response:
         ready.set()
         async for line in response.aiter_lines():
@@ -40,7 +42,8 @@ async def watch(http: httpx.AsyncClient, run_id: str, done: dict[str, float],
 
 async def main(single: int, batch: int, concurrency: int) -> None:
     async with served(worker_concurrency=concurrency, per_user_concurrency=concurrency) as (
-        base, _app
+        base,
+        _app,
     ):
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             headers = await sign_in(http)
@@ -73,16 +76,23 @@ async def main(single: int, batch: int, concurrency: int) -> None:
 
     result = {
         "generate_to_succeeded_ms": summary(latencies),
-        "burst": {"generations": len(ids), "seconds": round(elapsed, 3),
-                  "generations_per_second": round(len(ids) / elapsed, 1),
-                  "worker_concurrency": concurrency},
+        "burst": {
+            "generations": len(ids),
+            "seconds": round(elapsed, 3),
+            "generations_per_second": round(len(ids) / elapsed, 1),
+            "worker_concurrency": concurrency,
+        },
     }
     path = record("engine", result)
-    print(f"generate → succeeded, one local candidate (n={single}): "
-          f"p50 {result['generate_to_succeeded_ms']['p50']} ms, "
-          f"p99 {result['generate_to_succeeded_ms']['p99']} ms")
-    print(f"burst of {len(ids)} candidates, zero delay: {result['burst']['generations_per_second']}"
-          f" generations/s ({elapsed:.2f} s)")
+    print(
+        f"generate → succeeded, one local candidate (n={single}): "
+        f"p50 {result['generate_to_succeeded_ms']['p50']} ms, "
+        f"p99 {result['generate_to_succeeded_ms']['p99']} ms"
+    )
+    print(
+        f"burst of {len(ids)} candidates, zero delay: {result['burst']['generations_per_second']}"
+        f" generations/s ({elapsed:.2f} s)"
+    )
     print(f"recorded in {path}")
 
 

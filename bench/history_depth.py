@@ -81,81 +81,232 @@ FORMAT_VERSION = 1  # bump when the generated data changes
 # -- vocabulary --------------------------------------------------------------------------------
 
 MATERIALS = [
-    "matte black ceramic", "brushed steel", "walnut wood", "recycled plastic", "frosted glass",
-    "terracotta", "hand-blown glass", "copper", "bamboo", "white marble", "olive green enamel",
-    "soft pink silicone", "raw concrete", "anodised aluminium", "cork", "speckled stoneware",
-    "vegan leather", "translucent amber", "powder blue porcelain", "oak and brass",
+    "matte black ceramic",
+    "brushed steel",
+    "walnut wood",
+    "recycled plastic",
+    "frosted glass",
+    "terracotta",
+    "hand-blown glass",
+    "copper",
+    "bamboo",
+    "white marble",
+    "olive green enamel",
+    "soft pink silicone",
+    "raw concrete",
+    "anodised aluminium",
+    "cork",
+    "speckled stoneware",
+    "vegan leather",
+    "translucent amber",
+    "powder blue porcelain",
+    "oak and brass",
 ]
 OBJECTS = [
-    "coffee mug", "teapot", "desk lamp", "sneaker", "backpack", "wristwatch", "headphones",
-    "water bottle", "scented candle", "perfume bottle", "sunglasses", "flower vase", "wallet",
-    "espresso machine", "table fan", "bluetooth speaker", "yoga mat", "chef knife",
-    "cutting board", "wine glass", "tote bag", "notebook", "fountain pen", "skateboard",
-    "instant camera", "hand cream tube", "face serum dropper", "bicycle helmet", "kettle",
-    "toaster", "phone case", "mechanical keyboard", "planter", "salad bowl", "lunch box",
-    "thermos flask", "hair dryer", "electric toothbrush", "dog collar", "board game box",
+    "coffee mug",
+    "teapot",
+    "desk lamp",
+    "sneaker",
+    "backpack",
+    "wristwatch",
+    "headphones",
+    "water bottle",
+    "scented candle",
+    "perfume bottle",
+    "sunglasses",
+    "flower vase",
+    "wallet",
+    "espresso machine",
+    "table fan",
+    "bluetooth speaker",
+    "yoga mat",
+    "chef knife",
+    "cutting board",
+    "wine glass",
+    "tote bag",
+    "notebook",
+    "fountain pen",
+    "skateboard",
+    "instant camera",
+    "hand cream tube",
+    "face serum dropper",
+    "bicycle helmet",
+    "kettle",
+    "toaster",
+    "phone case",
+    "mechanical keyboard",
+    "planter",
+    "salad bowl",
+    "lunch box",
+    "thermos flask",
+    "hair dryer",
+    "electric toothbrush",
+    "dog collar",
+    "board game box",
 ]
 SURFACES = [
-    "a sunlit oak kitchen counter", "a wet slate rock beside a mountain stream",
-    "a marble bathroom shelf", "a weathered picnic table", "a glossy black studio plinth",
-    "a rattan tray on a balcony", "a concrete ledge in a city loft", "a mossy forest floor",
-    "a sandy beach towel", "a cluttered workshop bench", "a snowy windowsill",
-    "a velvet display cushion", "a desert stone slab", "a bright kids' playroom rug",
+    "a sunlit oak kitchen counter",
+    "a wet slate rock beside a mountain stream",
+    "a marble bathroom shelf",
+    "a weathered picnic table",
+    "a glossy black studio plinth",
+    "a rattan tray on a balcony",
+    "a concrete ledge in a city loft",
+    "a mossy forest floor",
+    "a sandy beach towel",
+    "a cluttered workshop bench",
+    "a snowy windowsill",
+    "a velvet display cushion",
+    "a desert stone slab",
+    "a bright kids' playroom rug",
 ]
 DETAILS = [
-    "a linen cloth and soft morning light", "scattered coffee beans and long shadows",
-    "lush ferns and dappled sunlight", "neon reflections after rain", "warm candlelight",
-    "pastel paper shapes and hard flash", "frost crystals and cold blue light",
-    "ripe lemons and midday sun", "drifting steam and golden hour glow", "dried flowers",
+    "a linen cloth and soft morning light",
+    "scattered coffee beans and long shadows",
+    "lush ferns and dappled sunlight",
+    "neon reflections after rain",
+    "warm candlelight",
+    "pastel paper shapes and hard flash",
+    "frost crystals and cold blue light",
+    "ripe lemons and midday sun",
+    "drifting steam and golden hour glow",
+    "dried flowers",
 ]
 HEADLINES = [
-    "Made for slow mornings", "Built to last", "Carry less, live more", "Pure by design",
-    "Your daily ritual", "Engineered for calm", "Small joys, every day", "Less noise",
-    "Take it anywhere", "Crafted by hand", "New season, new colours", "Light as air",
+    "Made for slow mornings",
+    "Built to last",
+    "Carry less, live more",
+    "Pure by design",
+    "Your daily ritual",
+    "Engineered for calm",
+    "Small joys, every day",
+    "Less noise",
+    "Take it anywhere",
+    "Crafted by hand",
+    "New season, new colours",
+    "Light as air",
 ]
 CREATURES = [
-    "red panda", "otter", "fox", "axolotl", "raccoon", "hedgehog", "owl", "capybara", "corgi",
-    "tortoise", "lynx", "pangolin", "octopus", "koala", "barn cat", "snow leopard",
+    "red panda",
+    "otter",
+    "fox",
+    "axolotl",
+    "raccoon",
+    "hedgehog",
+    "owl",
+    "capybara",
+    "corgi",
+    "tortoise",
+    "lynx",
+    "pangolin",
+    "octopus",
+    "koala",
+    "barn cat",
+    "snow leopard",
 ]
 ROLES = [
-    "mechanic", "astronaut", "wizard", "baker", "detective", "pirate captain", "botanist",
-    "samurai", "librarian", "blacksmith", "courier", "deep-sea diver", "knight", "DJ",
+    "mechanic",
+    "astronaut",
+    "wizard",
+    "baker",
+    "detective",
+    "pirate captain",
+    "botanist",
+    "samurai",
+    "librarian",
+    "blacksmith",
+    "courier",
+    "deep-sea diver",
+    "knight",
+    "DJ",
 ]
 ACCESSORIES = [
-    "oversized brass goggles and a tool belt", "a patched leather satchel",
-    "a glowing lantern", "a tiny wooden shield", "a bandolier of potion vials",
-    "a striped scarf", "round spectacles and a pocket watch", "a jetpack", "a paper map",
+    "oversized brass goggles and a tool belt",
+    "a patched leather satchel",
+    "a glowing lantern",
+    "a tiny wooden shield",
+    "a bandolier of potion vials",
+    "a striped scarf",
+    "round spectacles and a pocket watch",
+    "a jetpack",
+    "a paper map",
 ]
 STYLES = [
-    "flat-colour cel-shaded illustration with clean outlines", "soft watercolour",
-    "gouache storybook painting", "crisp vector art", "pixel art", "charcoal sketch",
-    "3D clay render", "ink and wash", "retro comic book style", "studio ghibli inspired",
+    "flat-colour cel-shaded illustration with clean outlines",
+    "soft watercolour",
+    "gouache storybook painting",
+    "crisp vector art",
+    "pixel art",
+    "charcoal sketch",
+    "3D clay render",
+    "ink and wash",
+    "retro comic book style",
+    "studio ghibli inspired",
 ]
 OUTFITS = [
     "a puffy winter parka with a fur-lined hood, mittens and snow boots",
-    "a formal tuxedo with a bow tie", "a hiking outfit with a rain poncho",
-    "a summer kimono with sandals", "a space suit with mission patches",
-    "a chef's whites and tall hat", "a knitted sweater and corduroy trousers",
+    "a formal tuxedo with a bow tie",
+    "a hiking outfit with a rain poncho",
+    "a summer kimono with sandals",
+    "a space suit with mission patches",
+    "a chef's whites and tall hat",
+    "a knitted sweater and corduroy trousers",
 ]
 SUBJECTS = [
-    "A lighthouse on a rocky coast", "An old tram", "A zeppelin", "A cosy reading nook",
-    "A koi pond", "A floating island", "A ramen stall", "A vintage motorcycle",
-    "A greenhouse full of orchids", "A snowy cabin", "A lone astronaut", "A night market",
-    "A giant tortoise", "A windmill", "A treehouse village", "A steam locomotive",
-    "A hot air balloon", "A bonsai tree", "A sailing boat", "A robot gardener",
+    "A lighthouse on a rocky coast",
+    "An old tram",
+    "A zeppelin",
+    "A cosy reading nook",
+    "A koi pond",
+    "A floating island",
+    "A ramen stall",
+    "A vintage motorcycle",
+    "A greenhouse full of orchids",
+    "A snowy cabin",
+    "A lone astronaut",
+    "A night market",
+    "A giant tortoise",
+    "A windmill",
+    "A treehouse village",
+    "A steam locomotive",
+    "A hot air balloon",
+    "A bonsai tree",
+    "A sailing boat",
+    "A robot gardener",
 ]
 PLACES = [
-    "at dusk", "in heavy fog", "under the northern lights", "on a rainy street in Tokyo",
-    "in a sunflower field", "on the surface of Mars", "in a misty bamboo forest",
-    "at golden hour", "in a snowstorm", "by a turquoise lagoon", "in a neon-lit alley",
+    "at dusk",
+    "in heavy fog",
+    "under the northern lights",
+    "on a rainy street in Tokyo",
+    "in a sunflower field",
+    "on the surface of Mars",
+    "in a misty bamboo forest",
+    "at golden hour",
+    "in a snowstorm",
+    "by a turquoise lagoon",
+    "in a neon-lit alley",
 ]
 LIGHTS = [
-    "warm light glowing in its windows", "dramatic rim lighting", "soft diffused light",
-    "long cinematic shadows", "moonlight", "volumetric god rays", "candle glow",
+    "warm light glowing in its windows",
+    "dramatic rim lighting",
+    "soft diffused light",
+    "long cinematic shadows",
+    "moonlight",
+    "volumetric god rays",
+    "candle glow",
 ]
 QUICK_STYLES = [
-    "painterly", "photorealistic", "isometric", "oil on canvas", "35mm film photo",
-    "ukiyo-e woodblock print", "low-poly", "matte painting", "polaroid", "tilt-shift",
+    "painterly",
+    "photorealistic",
+    "isometric",
+    "oil on canvas",
+    "35mm film photo",
+    "ukiyo-e woodblock print",
+    "low-poly",
+    "matte painting",
+    "polaroid",
+    "tilt-shift",
 ]
 ERRORS = [
     ("provider_unavailable", "The provider did not answer in time; retries exhausted."),
@@ -169,18 +320,56 @@ LIGHT_MIX = (("quick", 45), ("product-shot", 35), ("character-sheet", 20))
 HEAVY_MIX = (("product-shot", 975), ("quick", 20), ("character-sheet", 5))
 
 GEN_COLUMNS = (
-    "id", "user_id", "run_id", "step_id", "flow_slug", "batch_id", "batch_index", "source",
-    "status", "prompt", "params", "temperature", "seed", "provider", "model",
-    "provider_request_id", "object_key", "thumbnail_key", "mime", "width", "height",
-    "size_bytes", "sha256", "output", "error_code", "error_message", "attempts",
-    "idempotency_key", "lease_owner", "lease_expires_at", "next_attempt_at", "created_at",
-    "started_at", "finished_at", "updated_at", "deleted_at",
+    "id",
+    "user_id",
+    "run_id",
+    "step_id",
+    "flow_slug",
+    "batch_id",
+    "batch_index",
+    "source",
+    "status",
+    "prompt",
+    "params",
+    "temperature",
+    "seed",
+    "provider",
+    "model",
+    "provider_request_id",
+    "object_key",
+    "thumbnail_key",
+    "mime",
+    "width",
+    "height",
+    "size_bytes",
+    "sha256",
+    "output",
+    "error_code",
+    "error_message",
+    "attempts",
+    "idempotency_key",
+    "lease_owner",
+    "lease_expires_at",
+    "next_attempt_at",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "deleted_at",
 )
 USER_COLUMNS = ("id", "email", "password_hash", "is_admin", "created_at", "disabled_at")
-RUN_COLUMNS = ("id", "user_id", "flow_slug", "flow_snapshot", "title", "inputs", "created_at",
-               "updated_at", "deleted_at")
-RUN_STEP_COLUMNS = ("run_id", "step_id", "adopted_generation_id", "invalidated_at",
-                    "updated_at")
+RUN_COLUMNS = (
+    "id",
+    "user_id",
+    "flow_slug",
+    "flow_snapshot",
+    "title",
+    "inputs",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+)
+RUN_STEP_COLUMNS = ("run_id", "step_id", "adopted_generation_id", "invalidated_at", "updated_at")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SECOND = 1_000_000
@@ -189,8 +378,11 @@ DAY = 86_400 * SECOND
 
 def ts_sqlite(us: int) -> str:
     """What flowstudio.db.UTCDateTime stores on SQLite: naive UTC text with microseconds."""
-    return (EPOCH + timedelta(microseconds=us)).replace(tzinfo=None).isoformat(
-        sep=" ", timespec="microseconds")
+    return (
+        (EPOCH + timedelta(microseconds=us))
+        .replace(tzinfo=None)
+        .isoformat(sep=" ", timespec="microseconds")
+    )
 
 
 def ts_postgres(us: int) -> datetime:
@@ -219,13 +411,23 @@ class Uuid7:
             if self._counter > 0xFFF:
                 self._last_ms = ms = ms + 1
                 self._counter = 0
-        return ((ms << 80) | (0x7 << 76) | (self._counter << 64) | (0b10 << 62)
-                | self._rng.getrandbits(62))
+        return (
+            (ms << 80)
+            | (0x7 << 76)
+            | (self._counter << 64)
+            | (0b10 << 62)
+            | self._rng.getrandbits(62)
+        )
 
     def loose(self, us: int) -> int:
         """An id for a row created at `us` outside the generation stream (runs, users)."""
-        return ((us // 1000) << 80 | (0x7 << 76) | (self._rng.getrandbits(12) << 64)
-                | (0b10 << 62) | self._rng.getrandbits(62))
+        return (
+            (us // 1000) << 80
+            | (0x7 << 76)
+            | (self._rng.getrandbits(12) << 64)
+            | (0b10 << 62)
+            | self._rng.getrandbits(62)
+        )
 
 
 # -- the dataset -------------------------------------------------------------------------------
@@ -268,13 +470,15 @@ def _inputs(rng: random.Random, slug: str) -> dict[str, str]:
     if slug == "character-sheet":
         return {
             "character": f"a {rng.choice(['cheerful', 'grumpy', 'sleepy', 'brave', 'shy'])} "
-                         f"{rng.choice(CREATURES)} {rng.choice(ROLES)} with "
-                         f"{rng.choice(ACCESSORIES)}",
+            f"{rng.choice(CREATURES)} {rng.choice(ROLES)} with "
+            f"{rng.choice(ACCESSORIES)}",
             "style": rng.choice(STYLES),
             "outfit": rng.choice(OUTFITS),
         }
-    return {"prompt": f"{rng.choice(SUBJECTS)} {rng.choice(PLACES)}, {rng.choice(LIGHTS)}, "
-                      f"{rng.choice(QUICK_STYLES)}"}
+    return {
+        "prompt": f"{rng.choice(SUBJECTS)} {rng.choice(PLACES)}, {rng.choice(LIGHTS)}, "
+        f"{rng.choice(QUICK_STYLES)}"
+    }
 
 
 def _user_counts(rows: int, heavy: int, users: int, rng: random.Random) -> list[int]:
@@ -332,8 +536,11 @@ def build_plan(rows: int, heavy: int, users: int, seed: int) -> Plan:
             for pos in range(len(flow.steps)):
                 if left <= 0:
                     break
-                share = left if pos == len(flow.steps) - 1 else max(
-                    1, round(size * weights[pos] / sum(weights)))
+                share = (
+                    left
+                    if pos == len(flow.steps) - 1
+                    else max(1, round(size * weights[pos] / sum(weights)))
+                )
                 share = min(share, left)
                 left -= share
                 while share > 0:
@@ -367,8 +574,14 @@ def _password_hash() -> str:
 def user_rows(plan: Plan, ts: Callable[[int], Any], false: Any) -> list[tuple]:
     pw = _password_hash()
     return [
-        (f"{uid:032x}", HEAVY_EMAIL if i == plan.heavy else f"user{i:04d}@bench.example", pw,
-         false, ts(plan.user_created[i]), None)
+        (
+            f"{uid:032x}",
+            HEAVY_EMAIL if i == plan.heavy else f"user{i:04d}@bench.example",
+            pw,
+            false,
+            ts(plan.user_created[i]),
+            None,
+        )
         for i, uid in enumerate(plan.user_ids)
     ]
 
@@ -381,14 +594,27 @@ def run_rows(plan: Plan, ts: Callable[[int], Any]) -> list[tuple]:
         first = next((v for v in run.inputs.values() if v), "")
         title = f"{flow.title}: {first}" if first else flow.title
         title = title if len(title) <= 200 else title[:199] + "…"
-        out.append((f"{run.id:032x}", f"{plan.user_ids[run.user]:032x}", run.slug,
-                    snapshots[run.slug], title, json.dumps(run.inputs), ts(run.created_us),
-                    ts(run.updated_us), None))
+        out.append(
+            (
+                f"{run.id:032x}",
+                f"{plan.user_ids[run.user]:032x}",
+                run.slug,
+                snapshots[run.slug],
+                title,
+                json.dumps(run.inputs),
+                ts(run.created_us),
+                ts(run.updated_us),
+                None,
+            )
+        )
     return out
 
 
 def generation_rows(
-    plan: Plan, ts: Callable[[int], Any], seed: int, chunk: int,
+    plan: Plan,
+    ts: Callable[[int], Any],
+    seed: int,
+    chunk: int,
     adopted: dict[int, dict[str, tuple[int, str, int]]],
 ) -> Iterator[list[tuple]]:
     """The generations in creation order, in chunks; fills `adopted` (run -> step -> row)."""
@@ -405,12 +631,24 @@ def generation_rows(
         run_hex = f"{run.id:032x}"
         run_adopted = adopted.setdefault(run_index, {})
         inputs = [
-            {"step_id": s, "generation_id": hyphenated(run_adopted[s][0]),
-             "object_key": run_adopted[s][1], "mime": "image/png"}
-            for s in step.image_inputs if s in run_adopted
+            {
+                "step_id": s,
+                "generation_id": hyphenated(run_adopted[s][0]),
+                "object_key": run_adopted[s][1],
+                "mime": "image/png",
+            }
+            for s in step.image_inputs
+            if s in run_adopted
         ]
-        params = json.dumps({"width": step.width, "height": step.height, "kind": str(step.kind),
-                             "options": dict(step.options), "inputs": inputs})
+        params = json.dumps(
+            {
+                "width": step.width,
+                "height": step.height,
+                "kind": str(step.kind),
+                "options": dict(step.options),
+                "inputs": inputs,
+            }
+        )
         created_ts = ts(created)
         batch_hex = f"{ids.at(created):032x}"
         idempotency = f"catalog-{bits(64):016x}" if run.user == plan.heavy else None
@@ -434,29 +672,92 @@ def generation_rows(
                     f'"temperature": {temperature_json}, "render_ms": {render_ms:.2f}}}, '
                     f'"timings": {{"provider_ms": {render_ms + 3:.2f}, "processing_ms": '
                     f'{rand() * 40:.2f}, "storage_ms": {rand() * 15:.2f}, "total_ms": '
-                    f'{render_ms + 60:.2f}}}}}'
+                    f"{render_ms + 60:.2f}}}}}"
                 )
-                rows.append((
-                    f"{gid:032x}", user_hex, run_hex, step.id, run.slug, batch_hex, index,
-                    "generated", "succeeded", prompt, params, temperature, seed_value,
-                    step.provider, step.model, f"local-{bits(64):016x}", key,
-                    key + ".thumb.webp", "image/png", step.width, step.height,
-                    150_000 + bits(21), f"{bits(256):064x}", output, None, None, 1,
-                    idempotency, None, None, created_ts, created_ts, ts(started), ts(finished),
-                    ts(deleted or finished), None if deleted is None else ts(deleted),
-                ))
+                rows.append(
+                    (
+                        f"{gid:032x}",
+                        user_hex,
+                        run_hex,
+                        step.id,
+                        run.slug,
+                        batch_hex,
+                        index,
+                        "generated",
+                        "succeeded",
+                        prompt,
+                        params,
+                        temperature,
+                        seed_value,
+                        step.provider,
+                        step.model,
+                        f"local-{bits(64):016x}",
+                        key,
+                        key + ".thumb.webp",
+                        "image/png",
+                        step.width,
+                        step.height,
+                        150_000 + bits(21),
+                        f"{bits(256):064x}",
+                        output,
+                        None,
+                        None,
+                        1,
+                        idempotency,
+                        None,
+                        None,
+                        created_ts,
+                        created_ts,
+                        ts(started),
+                        ts(finished),
+                        ts(deleted or finished),
+                        None if deleted is None else ts(deleted),
+                    )
+                )
                 if deleted is None:
                     run_adopted[step.id] = (gid, key, finished)
             else:
                 code, message = choice(ERRORS)
-                rows.append((
-                    f"{gid:032x}", user_hex, run_hex, step.id, run.slug, batch_hex, index,
-                    "generated", "failed", prompt, params, temperature, seed_value,
-                    step.provider, step.model, f"local-{bits(64):016x}", None, None, None,
-                    None, None, None, None, "{}", code, message, 1 + (bits(2) % 3),
-                    idempotency, None, None, created_ts, created_ts, ts(started), ts(finished),
-                    ts(deleted or finished), None if deleted is None else ts(deleted),
-                ))
+                rows.append(
+                    (
+                        f"{gid:032x}",
+                        user_hex,
+                        run_hex,
+                        step.id,
+                        run.slug,
+                        batch_hex,
+                        index,
+                        "generated",
+                        "failed",
+                        prompt,
+                        params,
+                        temperature,
+                        seed_value,
+                        step.provider,
+                        step.model,
+                        f"local-{bits(64):016x}",
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        "{}",
+                        code,
+                        message,
+                        1 + (bits(2) % 3),
+                        idempotency,
+                        None,
+                        None,
+                        created_ts,
+                        created_ts,
+                        ts(started),
+                        ts(finished),
+                        ts(deleted or finished),
+                        None if deleted is None else ts(deleted),
+                    )
+                )
             if len(rows) >= chunk:
                 yield rows
                 rows = []
@@ -464,21 +765,34 @@ def generation_rows(
         yield rows
 
 
-def run_step_rows(plan: Plan, ts: Callable[[int], Any],
-                  adopted: dict[int, dict[str, tuple[int, str, int]]]) -> list[tuple]:
+def run_step_rows(
+    plan: Plan, ts: Callable[[int], Any], adopted: dict[int, dict[str, tuple[int, str, int]]]
+) -> list[tuple]:
     out = []
     for run_index, run in enumerate(plan.runs):
         chosen = adopted.get(run_index, {})
         for step in plan.flows[run.slug].steps:
             row = chosen.get(step.id)
-            out.append((f"{run.id:032x}", step.id, None if row is None else f"{row[0]:032x}",
-                        None, ts(row[2] if row else run.created_us)))
+            out.append(
+                (
+                    f"{run.id:032x}",
+                    step.id,
+                    None if row is None else f"{row[0]:032x}",
+                    None,
+                    ts(row[2] if row else run.created_us),
+                )
+            )
     return out
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
-        "{task.completed:,}/{task.total:,}"), TimeElapsedColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 # -- filling: SQLite ---------------------------------------------------------------------------
@@ -489,9 +803,12 @@ def sqlite_url() -> str:
 
 
 def _sqlite_schema(connection: sqlite3.Connection) -> list[tuple]:
-    return sorted(connection.execute(
-        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'"
-    ).fetchall(), key=lambda r: (r[0], r[1]))
+    return sorted(
+        connection.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'"
+        ).fetchall(),
+        key=lambda r: (r[0], r[1]),
+    )
 
 
 def fill_sqlite(args: argparse.Namespace) -> dict[str, Any]:
@@ -508,21 +825,29 @@ def fill_sqlite(args: argparse.Namespace) -> dict[str, Any]:
 
     db = sqlite3.connect(SQLITE_PATH, isolation_level=None)
     schema = _sqlite_schema(db)
-    for pragma in ("journal_mode=WAL", "synchronous=OFF", "cache_size=-1000000",
-                   "temp_store=MEMORY", "foreign_keys=OFF"):
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=OFF",
+        "cache_size=-1000000",
+        "temp_store=MEMORY",
+        "foreign_keys=OFF",
+    ):
         db.execute(f"PRAGMA {pragma}")
     # Indexes and FTS triggers of generations go during the load and come back verbatim.
     deferred = db.execute(
         "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'generations' "
-        "AND type IN ('index', 'trigger') AND sql IS NOT NULL").fetchall()
+        "AND type IN ('index', 'trigger') AND sql IS NOT NULL"
+    ).fetchall()
     for kind, name, _sql in deferred:
         db.execute(f"DROP {kind.upper()} {name}")
     indexes = [(n, s) for k, n, s in deferred if k == "index"]
     triggers = [(n, s) for k, n, s in deferred if k == "trigger"]
 
     def insert(table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-        db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                       f"({', '.join('?' * len(columns))})", rows)
+        db.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            rows,
+        )
 
     mark = time.perf_counter()
     adopted: dict[int, dict[str, tuple[int, str, int]]] = {}
@@ -551,8 +876,10 @@ def fill_sqlite(args: argparse.Namespace) -> dict[str, Any]:
         db.execute("BEGIN")
         db.execute("INSERT INTO generation_search(generation_id) SELECT id FROM generations")
         progress.advance(task)
-        db.execute("INSERT INTO generations_fts(rowid, prompt) SELECT s.rowid, g.prompt "
-                   "FROM generations g JOIN generation_search s ON s.generation_id = g.id")
+        db.execute(
+            "INSERT INTO generations_fts(rowid, prompt) SELECT s.rowid, g.prompt "
+            "FROM generations g JOIN generation_search s ON s.generation_id = g.id"
+        )
         for _name, sql in triggers:
             db.execute(sql)
         db.execute("COMMIT")
@@ -566,8 +893,10 @@ def fill_sqlite(args: argparse.Namespace) -> dict[str, Any]:
     if _sqlite_schema(db) != schema:
         raise SystemExit("the schema after the load differs from the migrated one")
     db.close()
-    return {"phases_s": {k: round(v, 1) for k, v in phases.items()},
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "phases_s": {k: round(v, 1) for k, v in phases.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 # -- filling: PostgreSQL -----------------------------------------------------------------------
@@ -587,7 +916,8 @@ async def _pg_schema(conn: asyncpg.Connection) -> list[tuple]:
         "UNION ALL SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
         "FROM pg_constraint WHERE connamespace = 'public'::regnamespace "
         "UNION ALL SELECT table_name, column_name, coalesce(generation_expression, '') "
-        "|| data_type FROM information_schema.columns WHERE table_schema = 'public'")
+        "|| data_type FROM information_schema.columns WHERE table_schema = 'public'"
+    )
     return sorted(tuple(r) for r in rows)
 
 
@@ -614,7 +944,8 @@ async def _fill_postgres(args: argparse.Namespace) -> dict[str, Any]:
         await conn.execute("SET session_replication_role = replica")
         indexes = await conn.fetch(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'generations' "
-            "AND indexname NOT IN (SELECT conname FROM pg_constraint)")
+            "AND indexname NOT IN (SELECT conname FROM pg_constraint)"
+        )
         # The GIN index is the slowest to build: first, while btree builds can follow.
         indexes = sorted(indexes, key=lambda r: "USING gin" not in r["indexdef"])
         for row in indexes:
@@ -623,19 +954,21 @@ async def _fill_postgres(args: argparse.Namespace) -> dict[str, Any]:
         mark = time.perf_counter()
         adopted: dict[int, dict[str, tuple[int, str, int]]] = {}
         with _progress() as progress:
-            await conn.copy_records_to_table("users", records=user_rows(plan, ts_postgres,
-                                                                        False),
-                                             columns=USER_COLUMNS)
-            await conn.copy_records_to_table("runs", records=run_rows(plan, ts_postgres),
-                                             columns=RUN_COLUMNS)
+            await conn.copy_records_to_table(
+                "users", records=user_rows(plan, ts_postgres, False), columns=USER_COLUMNS
+            )
+            await conn.copy_records_to_table(
+                "runs", records=run_rows(plan, ts_postgres), columns=RUN_COLUMNS
+            )
             task = progress.add_task("generations", total=args.rows)
             for chunk in generation_rows(plan, ts_postgres, args.seed, 50_000, adopted):
-                await conn.copy_records_to_table("generations", records=chunk,
-                                                 columns=GEN_COLUMNS)
+                await conn.copy_records_to_table("generations", records=chunk, columns=GEN_COLUMNS)
                 progress.advance(task, len(chunk))
             await conn.copy_records_to_table(
-                "run_steps", records=run_step_rows(plan, ts_postgres, adopted),
-                columns=RUN_STEP_COLUMNS)
+                "run_steps",
+                records=run_step_rows(plan, ts_postgres, adopted),
+                columns=RUN_STEP_COLUMNS,
+            )
             phases["insert"] = time.perf_counter() - mark
 
             mark = time.perf_counter()
@@ -652,8 +985,10 @@ async def _fill_postgres(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("the schema after the load differs from the migrated one")
     finally:
         await conn.close()
-    return {"phases_s": {k: round(v, 1) for k, v in phases.items()},
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "phases_s": {k: round(v, 1) for k, v in phases.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def fill_postgres(args: argparse.Namespace) -> dict[str, Any]:
@@ -668,8 +1003,13 @@ def _meta_path(backend: str) -> Path:
 
 
 def _wanted(args: argparse.Namespace) -> dict[str, Any]:
-    return {"rows": args.rows, "heavy": args.heavy, "users": args.users, "seed": args.seed,
-            "format": FORMAT_VERSION}
+    return {
+        "rows": args.rows,
+        "heavy": args.heavy,
+        "users": args.users,
+        "seed": args.seed,
+        "format": FORMAT_VERSION,
+    }
 
 
 async def _count_rows(url: str) -> int | None:
@@ -686,8 +1026,9 @@ async def _count_rows(url: str) -> int | None:
 async def _pg_database_exists() -> bool:
     admin = await asyncpg.connect(PG_ADMIN_URL)
     try:
-        return bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
-                                         PG_DATABASE))
+        return bool(
+            await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE)
+        )
     finally:
         await admin.close()
 
@@ -697,22 +1038,26 @@ def ensure_filled(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     meta_path = _meta_path(backend)
     if not args.refill and meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        exists = SQLITE_PATH.exists() if backend == "sqlite" else asyncio.run(
-            _pg_database_exists())
+        exists = SQLITE_PATH.exists() if backend == "sqlite" else asyncio.run(_pg_database_exists())
         if meta.get("params") == _wanted(args) and exists:
             count = asyncio.run(_count_rows(url))
             if count == args.rows:
-                console.print(f"[green]{backend}: reusing the filled database "
-                              f"({count:,} generations, filled {meta['filled_at']}).[/green]")
+                console.print(
+                    f"[green]{backend}: reusing the filled database "
+                    f"({count:,} generations, filled {meta['filled_at']}).[/green]"
+                )
                 return {**meta["fill"], "reused": True, "filled_at": meta["filled_at"]}
-    console.print(f"[bold]{backend}: filling {args.rows:,} generations "
-                  f"({args.users:,} users, heavy user {args.heavy:,})…[/bold]")
+    console.print(
+        f"[bold]{backend}: filling {args.rows:,} generations "
+        f"({args.users:,} users, heavy user {args.heavy:,})…[/bold]"
+    )
     meta_path.unlink(missing_ok=True)
     fill = fill_sqlite(args) if backend == "sqlite" else fill_postgres(args)
     filled_at = datetime.now(UTC).isoformat(timespec="seconds")
     DATA.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps({"params": _wanted(args), "fill": fill,
-                                     "filled_at": filled_at}, indent=2) + "\n")
+    meta_path.write_text(
+        json.dumps({"params": _wanted(args), "fill": fill, "filled_at": filled_at}, indent=2) + "\n"
+    )
     console.print(f"{backend}: filled in {fill['seconds']} s {fill['phases_s']}")
     return {**fill, "reused": False, "filled_at": filled_at}
 
@@ -766,30 +1111,40 @@ async def prepare(url: str, args: argparse.Namespace, variants: list[Variant]) -
         async with session_factory(engine)() as db:
             user = await db.scalar(select(User).where(User.email == HEAVY_EMAIL))
             assert user is not None, "no heavy user: refill the database"
-            old = await db.scalars(select(ApiToken).where(ApiToken.user_id == user.id,
-                                                          ApiToken.name == TOKEN_NAME))
+            old = await db.scalars(
+                select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.name == TOKEN_NAME)
+            )
             for row in old:
                 await db.delete(row)
-            db.add(ApiToken(user_id=user.id, name=TOKEN_NAME, token_prefix=token[:10],
-                            token_hash=token_hash(token)))
+            db.add(
+                ApiToken(
+                    user_id=user.id,
+                    name=TOKEN_NAME,
+                    token_prefix=token[:10],
+                    token_hash=token_hash(token),
+                )
+            )
             await db.commit()
         cells, counts = [], {}
         dataset: dict[str, Any] = {}
         async with session_factory(engine)() as db:
-            dataset["generations"] = await db.scalar(select(func.count()).select_from(
-                Generation))
+            dataset["generations"] = await db.scalar(select(func.count()).select_from(Generation))
             dataset["users"] = await db.scalar(select(func.count()).select_from(User))
             dataset["runs"] = await db.scalar(select(func.count()).select_from(Run))
             dataset["run_steps"] = await db.scalar(select(func.count()).select_from(RunStep))
-            by_status = await db.execute(select(Generation.status, func.count()).group_by(
-                Generation.status))
+            by_status = await db.execute(
+                select(Generation.status, func.count()).group_by(Generation.status)
+            )
             dataset["by_status"] = {s: n for s, n in by_status}
-            dataset["deleted"] = await db.scalar(select(func.count()).where(
-                Generation.deleted_at.is_not(None)))
+            dataset["deleted"] = await db.scalar(
+                select(func.count()).where(Generation.deleted_at.is_not(None))
+            )
             words = search_words(args.q)
             dataset["q_word_matches_all_users"] = await db.scalar(
-                select(func.count()).select_from(Generation).where(
-                    repository._search_condition(dialect, words)))
+                select(func.count())
+                .select_from(Generation)
+                .where(repository._search_condition(dialect, words))
+            )
             for variant in variants:
                 conditions = _conditions(dialect, user.id, variant.filters)
                 total = await db.scalar(select(func.count()).where(*conditions))
@@ -797,8 +1152,11 @@ async def prepare(url: str, args: argparse.Namespace, variants: list[Variant]) -
                 for fraction in DEPTH_FRACTIONS:
                     requested = round(args.heavy * fraction)
                     depth = min(requested, max(0, total - LIMIT - 1))
-                    query = (select(Generation.created_at, Generation.id).where(*conditions)
-                             .order_by(Generation.created_at.desc(), Generation.id.desc()))
+                    query = (
+                        select(Generation.created_at, Generation.id)
+                        .where(*conditions)
+                        .order_by(Generation.created_at.desc(), Generation.id.desc())
+                    )
                     if depth == 0:
                         rows = (await db.execute(query.limit(1))).all()
                         after, cursor, first = None, None, rows[0][1]
@@ -831,17 +1189,32 @@ class Server:
         data_dir = DATA / f"history_depth_server_{backend}"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "serve.log"
-        self.env = {**os.environ, "FLOWSTUDIO_DATABASE_URL": url,
-                    "FLOWSTUDIO_DATA_DIR": str(data_dir), "FLOWSTUDIO_SECRET_KEY": secret,
-                    "FLOWSTUDIO_ENVIRONMENT": "development"}
+        self.env = {
+            **os.environ,
+            "FLOWSTUDIO_DATABASE_URL": url,
+            "FLOWSTUDIO_DATA_DIR": str(data_dir),
+            "FLOWSTUDIO_SECRET_KEY": secret,
+            "FLOWSTUDIO_ENVIRONMENT": "development",
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flowstudio.cli", "serve", "--no-worker",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "flowstudio.cli",
+                "serve",
+                "--no-worker",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -871,13 +1244,17 @@ class Server:
 
 
 def summarize(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": round(statistics.median(values), 3),
-            "p99": round(percentile(values, 99), 3), "mean": round(statistics.fmean(values), 3),
-            "min": round(min(values), 3), "max": round(max(values), 3)}
+    return {
+        "n": len(values),
+        "p50": round(statistics.median(values), 3),
+        "p99": round(percentile(values, 99), 3),
+        "mean": round(statistics.fmean(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
 
 
-def _timed(fn: Callable[[], Any], count: int, budget: float, minimum: int = 20
-           ) -> list[float]:
+def _timed(fn: Callable[[], Any], count: int, budget: float, minimum: int = 20) -> list[float]:
     """Up to `count` timings (ms); past `minimum` of them, only while within `budget` s."""
     samples: list[float] = []
     stop = time.perf_counter() + budget
@@ -902,8 +1279,10 @@ def measure_http(base: str, setup: Setup, args: argparse.Namespace) -> dict[int,
             response.raise_for_status()
             items = response.json()["items"]
             if len(items) != LIMIT or uuid.UUID(items[0]["id"]) != cell.expected_first:
-                raise SystemExit(f"{cell.variant.name} at depth {cell.depth}: the page does "
-                                 "not start at the expected row")
+                raise SystemExit(
+                    f"{cell.variant.name} at depth {cell.depth}: the page does "
+                    "not start at the expected row"
+                )
 
             def get(url: str = url) -> None:
                 http.get(url).raise_for_status()
@@ -914,19 +1293,25 @@ def measure_http(base: str, setup: Setup, args: argparse.Namespace) -> dict[int,
     return results
 
 
-async def measure_queries(url: str, setup: Setup, args: argparse.Namespace
-                          ) -> dict[int, list[float]]:
+async def measure_queries(
+    url: str, setup: Setup, args: argparse.Namespace
+) -> dict[int, list[float]]:
     """The list query alone: repository.history_page in a session, as a request runs it."""
     engine = create_engine(url)
     factory = session_factory(engine)
     results: dict[int, list[float]] = {}
     try:
         for i, cell in enumerate(setup.cells):
+
             async def once(cell: Cell = cell) -> None:
                 async with factory() as db:
                     rows = await repository.history_page(
-                        db, user_id=setup.user_id, filters=cell.variant.filters,
-                        after=cell.after, limit=LIMIT + 1)
+                        db,
+                        user_id=setup.user_id,
+                        filters=cell.variant.filters,
+                        after=cell.after,
+                        limit=LIMIT + 1,
+                    )
                     assert rows[0][0].id == cell.expected_first
 
             for _ in range(5):
@@ -934,7 +1319,8 @@ async def measure_queries(url: str, setup: Setup, args: argparse.Namespace
             samples: list[float] = []
             stop = time.perf_counter() + args.cell_seconds / 2
             while len(samples) < min(args.requests, 100) and (
-                    len(samples) < 10 or time.perf_counter() < stop):
+                len(samples) < 10 or time.perf_counter() < stop
+            ):
                 start = time.perf_counter()
                 await once()
                 samples.append((time.perf_counter() - start) * 1000)
@@ -958,9 +1344,13 @@ async def capture_sql(url: str, setup: Setup, cell: Cell) -> tuple[str, tuple]:
     event.listen(engine.sync_engine, "before_cursor_execute", listen)
     try:
         async with session_factory(engine)() as db:
-            await repository.history_page(db, user_id=setup.user_id,
-                                          filters=cell.variant.filters, after=cell.after,
-                                          limit=LIMIT + 1)
+            await repository.history_page(
+                db,
+                user_id=setup.user_id,
+                filters=cell.variant.filters,
+                after=cell.after,
+                limit=LIMIT + 1,
+            )
     finally:
         await engine.dispose()
     statement, parameters = next(c for c in reversed(captured) if "ORDER BY" in c[0])
@@ -973,18 +1363,26 @@ def _sample(fn: Callable[[], Any], count: int, budget: float) -> list[float]:
     return _timed(fn, count, budget)
 
 
-def measure_sql_sqlite(statements: list[tuple[str, tuple]], args: argparse.Namespace
-                       ) -> list[list[float]]:
+def measure_sql_sqlite(
+    statements: list[tuple[str, tuple]], args: argparse.Namespace
+) -> list[list[float]]:
     db = sqlite3.connect(f"file:{SQLITE_PATH}?mode=ro", uri=True)
     try:
-        return [_sample(lambda s=s, p=p: db.execute(s, p).fetchall(), min(args.requests, 100),
-                        args.cell_seconds / 3) for s, p in statements]
+        return [
+            _sample(
+                lambda s=s, p=p: db.execute(s, p).fetchall(),
+                min(args.requests, 100),
+                args.cell_seconds / 3,
+            )
+            for s, p in statements
+        ]
     finally:
         db.close()
 
 
-async def measure_sql_postgres(statements: list[tuple[str, tuple]], args: argparse.Namespace
-                               ) -> list[list[float]]:
+async def measure_sql_postgres(
+    statements: list[tuple[str, tuple]], args: argparse.Namespace
+) -> list[list[float]]:
     conn = await asyncpg.connect(_pg_dsn())
     results = []
     try:
@@ -1049,15 +1447,19 @@ def explain_sqlite(statement: str, parameters: tuple) -> dict[str, Any]:
     return {"plan": lines}
 
 
-async def explain(backend: str, cell: Cell, statement: str, parameters: tuple
-                  ) -> dict[str, Any]:
+async def explain(backend: str, cell: Cell, statement: str, parameters: tuple) -> dict[str, Any]:
     if backend == "postgres":
         result = await explain_postgres(statement, parameters)
     else:
         result = explain_sqlite(statement, parameters)
-    return {"variant": cell.variant.name, "depth": cell.depth, "sql": statement,
-            "parameters": [str(p) for p in parameters],
-            "has_count": "count(" in statement.lower(), **result}
+    return {
+        "variant": cell.variant.name,
+        "depth": cell.depth,
+        "sql": statement,
+        "parameters": [str(p) for p in parameters],
+        "has_count": "count(" in statement.lower(),
+        **result,
+    }
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -1091,8 +1493,10 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     fill = ensure_filled(backend, args)
     variants = variants_for(args)
     setup = asyncio.run(prepare(url, args, variants))
-    console.print(f"{backend}: heavy user {setup.user_id}: " + ", ".join(
-        f"{name} {count:,} rows" for name, count in setup.counts.items()))
+    console.print(
+        f"{backend}: heavy user {setup.user_id}: "
+        + ", ".join(f"{name} {count:,} rows" for name, count in setup.counts.items())
+    )
 
     with Server(backend, url, setup.secret) as server:
         console.print(f"{backend}: serving on {server.base} (log {server.log_path})")
@@ -1106,10 +1510,17 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
 
     cells = []
     for i, cell in enumerate(setup.cells):
-        cells.append({"variant": cell.variant.name, "params": cell.variant.params,
-                      "requested_depth": cell.requested, "depth": cell.depth,
-                      "http_ms": summarize(http[i]), "query_ms": summarize(queries[i]),
-                      "sql_ms": summarize(sql[i])})
+        cells.append(
+            {
+                "variant": cell.variant.name,
+                "params": cell.variant.params,
+                "requested_depth": cell.requested,
+                "depth": cell.depth,
+                "http_ms": summarize(http[i]),
+                "query_ms": summarize(queries[i]),
+                "sql_ms": summarize(sql[i]),
+            }
+        )
     verdicts = {}
     for variant in variants:
         mine = [c for c in cells if c["variant"] == variant.name]
@@ -1117,10 +1528,13 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         worst = max(c["http_ms"]["p50"] for c in mine)
         ratio = round(deepest / first, 3)
         verdicts[variant.name] = {
-            "deepest_over_first_p50": ratio, "worst_p50_ms": worst,
-            "p50_target_met": worst <= TARGET_P50_MS, "ratio_target_met": ratio <= TARGET_RATIO,
+            "deepest_over_first_p50": ratio,
+            "worst_p50_ms": worst,
+            "p50_target_met": worst <= TARGET_P50_MS,
+            "ratio_target_met": ratio <= TARGET_RATIO,
             "sql_deepest_over_first_p50": round(
-                mine[-1]["sql_ms"]["p50"] / mine[0]["sql_ms"]["p50"], 3),
+                mine[-1]["sql_ms"]["p50"] / mine[0]["sql_ms"]["p50"], 3
+            ),
         }
     plans: dict[str, Any] = {}
     for variant in variants:
@@ -1130,20 +1544,34 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             for which, i in (("first", mine[0]), ("deepest", mine[-1]))
         }
 
-    dataset = {**setup.dataset, "heavy_user_rows": args.heavy,
-               "heavy_user_live_rows_by_variant": setup.counts, "q_word": args.q,
-               "flow_filter": args.flow, "heavy_mix": dict(HEAVY_MIX),
-               "light_mix": dict(LIGHT_MIX), "seed": args.seed}
+    dataset = {
+        **setup.dataset,
+        "heavy_user_rows": args.heavy,
+        "heavy_user_live_rows_by_variant": setup.counts,
+        "q_word": args.q,
+        "flow_filter": args.flow,
+        "heavy_mix": dict(HEAVY_MIX),
+        "light_mix": dict(LIGHT_MIX),
+        "seed": args.seed,
+    }
     payload = {
-        "backend": backend, "database": _database_version(backend),
-        "method": {"endpoint": "GET /api/history", "limit": LIMIT,
-                   "requests_per_cell": args.requests, "warmup": args.warmup,
-                   "cell_seconds": args.cell_seconds,
-                   "client": "httpx, one keep-alive connection, sequential",
-                   "server": "flowstudio serve --no-worker (uvicorn, log level info)",
-                   "depth": "rows skipped: the cursor is the row at offset depth-1"},
+        "backend": backend,
+        "database": _database_version(backend),
+        "method": {
+            "endpoint": "GET /api/history",
+            "limit": LIMIT,
+            "requests_per_cell": args.requests,
+            "warmup": args.warmup,
+            "cell_seconds": args.cell_seconds,
+            "client": "httpx, one keep-alive connection, sequential",
+            "server": "flowstudio serve --no-worker (uvicorn, log level info)",
+            "depth": "rows skipped: the cursor is the row at offset depth-1",
+        },
         "targets": {"p50_ms": TARGET_P50_MS, "deepest_over_first": TARGET_RATIO},
-        "dataset": dataset, "fill": fill, "cells": cells, "verdicts": verdicts,
+        "dataset": dataset,
+        "fill": fill,
+        "cells": cells,
+        "verdicts": verdicts,
         "explain": plans,
     }
     path = record(f"history_depth_{backend}", payload)
@@ -1153,10 +1581,20 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(backend: str, payload: dict[str, Any]) -> None:
-    table = Table(title=f"GET /api/history?limit={LIMIT} — {payload['database']}, heavy user "
-                        f"({payload['dataset']['generations']:,} generations in all)")
-    for column in ("variant", "depth", "p50 ms", "p99 ms", "mean ms", "vs first",
-                   "ORM p50 ms", "SQL p50 ms"):
+    table = Table(
+        title=f"GET /api/history?limit={LIMIT} — {payload['database']}, heavy user "
+        f"({payload['dataset']['generations']:,} generations in all)"
+    )
+    for column in (
+        "variant",
+        "depth",
+        "p50 ms",
+        "p99 ms",
+        "mean ms",
+        "vs first",
+        "ORM p50 ms",
+        "SQL p50 ms",
+    ):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for variant in payload["verdicts"]:
         mine = [c for c in payload["cells"] if c["variant"] == variant]
@@ -1165,17 +1603,25 @@ def report(backend: str, payload: dict[str, Any]) -> None:
             depth = f"{c['depth']:,}" + ("*" if c["depth"] != c["requested_depth"] else "")
             p50 = c["http_ms"]["p50"]
             style = "green" if p50 <= TARGET_P50_MS else "red"
-            table.add_row(variant, depth, f"[{style}]{p50:.2f}[/{style}]",
-                          f"{c['http_ms']['p99']:.2f}", f"{c['http_ms']['mean']:.2f}",
-                          f"{p50 / first:.2f}", f"{c['query_ms']['p50']:.2f}",
-                          f"{c['sql_ms']['p50']:.3f}")
+            table.add_row(
+                variant,
+                depth,
+                f"[{style}]{p50:.2f}[/{style}]",
+                f"{c['http_ms']['p99']:.2f}",
+                f"{c['http_ms']['mean']:.2f}",
+                f"{p50 / first:.2f}",
+                f"{c['query_ms']['p50']:.2f}",
+                f"{c['sql_ms']['p50']:.3f}",
+            )
         table.add_section()
     console.print(table)
     for variant, verdict in payload["verdicts"].items():
         ok = verdict["p50_target_met"] and verdict["ratio_target_met"]
-        console.print(f"{variant}: worst p50 {verdict['worst_p50_ms']} ms, deepest/first "
-                      f"{verdict['deepest_over_first_p50']} → "
-                      + ("[green]targets met[/green]" if ok else "[red]target missed[/red]"))
+        console.print(
+            f"{variant}: worst p50 {verdict['worst_p50_ms']} ms, deepest/first "
+            f"{verdict['deepest_over_first_p50']} → "
+            + ("[green]targets met[/green]" if ok else "[red]target missed[/red]")
+        )
     for variant, pair in payload["explain"].items():
         for which in ("first", "deepest"):
             plan = pair[which]
@@ -1194,8 +1640,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--requests", type=int, default=200, help="timed requests per cell")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--cell-seconds", type=float, default=45,
-                        help="time budget per (variant, depth) once 20 requests are timed")
+    parser.add_argument(
+        "--cell-seconds",
+        type=float,
+        default=45,
+        help="time budget per (variant, depth) once 20 requests are timed",
+    )
     parser.add_argument("--q", default="product", help="the search word (a common one)")
     parser.add_argument("--flow", default="product-shot")
     parser.add_argument("--seed", type=int, default=20261122)

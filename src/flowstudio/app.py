@@ -22,13 +22,13 @@ from flowstudio.flows import FlowRegistry
 from flowstudio.flows.routes import router as flows_router
 from flowstudio.generations.events import EventBus
 from flowstudio.generations.history_routes import router as history_router
-from flowstudio.generations.routes import router as generations_router
 from flowstudio.generations.maintenance import PeriodicCollector
+from flowstudio.generations.routes import router as generations_router
 from flowstudio.generations.worker import Worker
-from flowstudio.pagination import CursorCodec
-from flowstudio.runs.routes import router as runs_router
 from flowstudio.health import router as health_router
+from flowstudio.pagination import CursorCodec
 from flowstudio.providers import LocalProvider, ProviderRegistry
+from flowstudio.runs.routes import router as runs_router
 from flowstudio.storage import open_object_store
 
 log = logging.getLogger("flowstudio")
@@ -77,7 +77,9 @@ async def run_worker_in(ctx: AppContext) -> AsyncIterator[Worker]:
 
 
 @asynccontextmanager
-async def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AsyncIterator[AppContext]:
+async def open_context(
+    settings: Settings, *, migrate_sqlite: bool = True
+) -> AsyncIterator[AppContext]:
     """Everything a process needs, opened in order and closed in reverse."""
     async with AsyncExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -158,8 +160,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     # Anything else under /api is a problem+json 404 (the exception handler renders it).
     api_fallback = APIRouter()
 
-    @api_fallback.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                            include_in_schema=False)
+    @api_fallback.api_route(
+        "/api/{path:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
     async def _unknown_api_route(path: str) -> None:
         from flowstudio.errors import NotFound
 

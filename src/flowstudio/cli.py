@@ -42,6 +42,19 @@ def _load_settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+def _check_flows(settings: Settings) -> None:
+    """Fail before serving when a flow file is invalid, naming the file, line and reason."""
+    from flowstudio.app import build_providers, check_flow_providers
+    from flowstudio.flows import FlowError, FlowRegistry
+
+    try:
+        flows = FlowRegistry.load(extra_dirs=[settings.flows_dir] if settings.flows_dir else [])
+        check_flow_providers(flows, build_providers(settings))
+    except (FlowError, RuntimeError) as exc:
+        err.print(f"[red]Cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 @app.command(epilog=_settings_help())
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (FLOWSTUDIO_HOST).")] = None,
@@ -56,6 +69,7 @@ def serve(
     from flowstudio.app import create_app
 
     settings = _load_settings()
+    _check_flows(settings)
     application = create_app(settings, run_worker=not no_worker)
     console.print(
         f"FlowStudio on http://{host or settings.host}:{port or settings.port} "
@@ -83,6 +97,7 @@ def worker(
     from flowstudio.generations.worker import Worker
 
     settings = _load_settings()
+    _check_flows(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -92,8 +107,9 @@ def worker(
         async with open_context(settings) as ctx:
             from flowstudio.app import periodic_collector
 
-            runner = Worker(ctx, ctx.bus, concurrency=concurrency,
-                            maintenance=periodic_collector(ctx))
+            runner = Worker(
+                ctx, ctx.bus, concurrency=concurrency, maintenance=periodic_collector(ctx)
+            )
             await runner.start()
             console.print(f"Worker {runner.owner} is running; Ctrl-C stops it.")
             await stop.wait()
@@ -185,9 +201,14 @@ def gc(
 
     async def main():  # type: ignore[no-untyped-def]
         async with open_context(settings) as ctx:
-            with Progress(TextColumn("{task.description}"), BarColumn(),
-                          TextColumn("{task.completed}"), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
                 tasks: dict[str, int] = {}
 
                 def progress(phase: str, advance: int, total: int | None) -> None:
@@ -206,11 +227,14 @@ def gc(
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row(f"expired trash rows that {verb} purged", str(report.trash_purged))
-    table.add_row(f"generations that {verb} moved to trash by retention",
-                  str(report.retention_trashed))
+    table.add_row(
+        f"generations that {verb} moved to trash by retention", str(report.retention_trashed)
+    )
     table.add_row("objects scanned", str(report.objects_scanned))
-    table.add_row(f"orphan objects that {verb} deleted",
-                  str(len(report.orphan_keys) if dry_run else report.orphans_deleted))
+    table.add_row(
+        f"orphan objects that {verb} deleted",
+        str(len(report.orphan_keys) if dry_run else report.orphans_deleted),
+    )
     table.add_row("generations whose image is missing", str(len(report.missing_objects)))
     table.add_row("deletes that failed (retried next time)", str(report.delete_failures))
     console.print(table)
@@ -224,9 +248,12 @@ def export(
     user: Annotated[str, typer.Option("--user", help="The user's email.")],
     run: Annotated[str | None, typer.Option("--run", help="Only this run's generations.")] = None,
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Zip file (default: flowstudio-export-….zip).")
+        str | None,
+        typer.Option("--output", "-o", help="Zip file (default: flowstudio-export-….zip)."),
     ] = None,
-    include_deleted: Annotated[bool, typer.Option(help="Include generations in the trash.")] = False,
+    include_deleted: Annotated[
+        bool, typer.Option(help="Include generations in the trash.")
+    ] = False,
 ) -> None:
     """Write a zip of a user's generations: images plus metadata.json."""
     import uuid
@@ -254,17 +281,25 @@ def export(
                 def progress(advance: int, total: int) -> None:
                     bar.update(task, advance=advance, total=total)
 
-                return await export_history(ctx, email=user, output=Path(name), run_id=run_id,
-                                            include_deleted=include_deleted, progress=progress)
+                return await export_history(
+                    ctx,
+                    email=user,
+                    output=Path(name),
+                    run_id=run_id,
+                    include_deleted=include_deleted,
+                    progress=progress,
+                )
 
     try:
         summary = asyncio.run(main())
     except AppError as exc:
         err.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(1) from None
-    console.print(f"Wrote {summary.path}: {summary.generations} generations, "
-                  f"{summary.images} images"
-                  + (f", {summary.missing_images} images missing" if summary.missing_images else ""))
+    console.print(
+        f"Wrote {summary.path}: {summary.generations} generations, "
+        f"{summary.images} images"
+        + (f", {summary.missing_images} images missing" if summary.missing_images else "")
+    )
 
 
 if __name__ == "__main__":

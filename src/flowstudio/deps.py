@@ -68,9 +68,7 @@ async def require_principal(request: Request, principal: OptionalPrincipal) -> P
     if principal.uses_cookie and request.method not in SAFE_METHODS:
         ctx: AppContext = request.app.state.ctx
         if not ctx.auth.csrf_valid(principal, request.headers.get("x-csrf-token")):
-            raise CsrfFailed(
-                "Send the X-CSRF-Token header with the csrf_token from /api/auth/me."
-            )
+            raise CsrfFailed("Send the X-CSRF-Token header with the csrf_token from /api/auth/me.")
     return principal
 
 

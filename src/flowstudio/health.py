@@ -35,6 +35,7 @@ async def readyz(ctx: ContextDep) -> dict[str, str]:
     except Exception:
         problems.append("storage")
     if problems:
-        raise ServiceUnavailable(f"Not ready: {', '.join(problems)} unreachable.",
-                                 headers={"Retry-After": "5"})
+        raise ServiceUnavailable(
+            f"Not ready: {', '.join(problems)} unreachable.", headers={"Retry-After": "5"}
+        )
     return {"status": "ready"}

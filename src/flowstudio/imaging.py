@@ -12,7 +12,11 @@ THUMBNAIL_MAX_SIDE = 384
 THUMBNAIL_MIME = "image/webp"
 MAX_PIXELS = 8192 * 8192
 
-_FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
+_FORMATS = {
+    "PNG": ("image/png", "png"),
+    "JPEG": ("image/jpeg", "jpg"),
+    "WEBP": ("image/webp", "webp"),
+}
 
 
 class UnsupportedImage(ValueError):
@@ -44,15 +48,27 @@ def process_image(data: bytes) -> ProcessedImage:
             # draft() lets JPEG decode at a reduced scale; a no-op for other formats.
             image.draft("RGB", (THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE))
             thumb = image.convert("RGBA" if _has_alpha(image) else "RGB")
-            thumb.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BILINEAR,
-                            reducing_gap=2.0)
+            thumb.thumbnail(
+                (THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE),
+                Image.Resampling.BILINEAR,
+                reducing_gap=2.0,
+            )
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise UnsupportedImage(f"not a readable image: {exc}") from None
     out = io.BytesIO()
     thumb.save(out, format="WEBP", quality=80, method=0)
-    return ProcessedImage(mime=mime, ext=ext, width=width, height=height,
-                          size_bytes=len(data), sha256=sha256, thumbnail=out.getvalue())
+    return ProcessedImage(
+        mime=mime,
+        ext=ext,
+        width=width,
+        height=height,
+        size_bytes=len(data),
+        sha256=sha256,
+        thumbnail=out.getvalue(),
+    )
 
 
 def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    return image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )

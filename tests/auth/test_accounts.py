@@ -70,13 +70,19 @@ async def test_duplicate_email_is_409(app):
 async def test_login_wrong_password_and_unknown_email(app):
     await (await sign_up(app, "w@example.com")).http.aclose()
     async with make_client(app) as http:
-        wrong = await http.post("/api/auth/login", json={"email": "w@example.com", "password": "nope-nope"})
+        wrong = await http.post(
+            "/api/auth/login", json={"email": "w@example.com", "password": "nope-nope"}
+        )
         assert_problem(wrong, 401, "invalid_credentials")
-        unknown = await http.post("/api/auth/login", json={"email": "x@example.com", "password": "nope-nope"})
+        unknown = await http.post(
+            "/api/auth/login", json={"email": "x@example.com", "password": "nope-nope"}
+        )
         body = assert_problem(unknown, 401, "invalid_credentials")
         # Same answer for unknown emails, so accounts cannot be discovered.
         assert body["detail"] == wrong.json()["detail"]
-        ok = await http.post("/api/auth/login", json={"email": "W@example.com", "password": PASSWORD})
+        ok = await http.post(
+            "/api/auth/login", json={"email": "W@example.com", "password": PASSWORD}
+        )
         assert ok.status_code == 200
         assert (await http.get("/api/auth/me")).status_code == 200
 
@@ -84,7 +90,9 @@ async def test_login_wrong_password_and_unknown_email(app):
 async def test_login_rotates_the_session(app):
     user = await sign_up(app, "r@example.com")
     old = user.http.cookies["flowstudio_session"]
-    response = await user.http.post("/api/auth/login", json={"email": "r@example.com", "password": PASSWORD})
+    response = await user.http.post(
+        "/api/auth/login", json={"email": "r@example.com", "password": PASSWORD}
+    )
     assert response.status_code == 200
     new = user.http.cookies["flowstudio_session"]
     assert new != old
@@ -106,7 +114,9 @@ async def test_expired_session_is_refused(app):
 async def test_csrf_required_for_cookie_sessions(alice):
     missing = await alice.http.post("/api/auth/tokens", json={"name": "ci"})
     assert_problem(missing, 403, "csrf_failed")
-    wrong = await alice.http.post("/api/auth/tokens", json={"name": "ci"}, headers={"X-CSRF-Token": "x" * 64})
+    wrong = await alice.http.post(
+        "/api/auth/tokens", json={"name": "ci"}, headers={"X-CSRF-Token": "x" * 64}
+    )
     assert_problem(wrong, 403, "csrf_failed")
     ok = await alice.post("/api/auth/tokens", json={"name": "ci"})
     assert ok.status_code == 201
@@ -137,7 +147,9 @@ async def test_api_tokens_create_use_list_revoke(app, alice):
         revoke = await alice.delete(f"/api/auth/tokens/{created.json()['id']}")
         assert revoke.status_code == 204
         assert_problem(await script.get("/api/auth/me", headers=headers), 401, "unauthenticated")
-        assert_problem(await alice.delete(f"/api/auth/tokens/{created.json()['id']}"), 404, "not_found")
+        assert_problem(
+            await alice.delete(f"/api/auth/tokens/{created.json()['id']}"), 404, "not_found"
+        )
 
 
 async def test_other_users_token_cannot_be_revoked(alice, bob):
@@ -151,9 +163,13 @@ async def test_login_rate_limit(app):
     await (await sign_up(app, "rl@example.com")).http.aclose()
     async with make_client(app) as http:
         for _ in range(3):
-            r = await http.post("/api/auth/login", json={"email": "rl@example.com", "password": "bad-pass"})
+            r = await http.post(
+                "/api/auth/login", json={"email": "rl@example.com", "password": "bad-pass"}
+            )
             assert r.status_code == 401
-        limited = await http.post("/api/auth/login", json={"email": "rl@example.com", "password": PASSWORD})
+        limited = await http.post(
+            "/api/auth/login", json={"email": "rl@example.com", "password": PASSWORD}
+        )
         assert_problem(limited, 429, "rate_limited")
         assert int(limited.headers["retry-after"]) >= 1
 
@@ -161,7 +177,9 @@ async def test_login_rate_limit(app):
 @pytest.mark.parametrize("settings_overrides", [{"registration": "closed"}])
 async def test_closed_registration(app):
     async with make_client(app) as http:
-        r = await http.post("/api/auth/register", json={"email": "c@example.com", "password": PASSWORD})
+        r = await http.post(
+            "/api/auth/register", json={"email": "c@example.com", "password": PASSWORD}
+        )
     assert_problem(r, 403, "registration_closed")
 
 
@@ -169,7 +187,9 @@ async def test_validation_errors_are_problems(client):
     r = await client.post("/api/auth/register", json={"email": "not-an-email", "password": "short"})
     body = assert_problem(r, 422, "validation_error")
     assert {e["field"] for e in body["errors"]} == {"email", "password"}
-    r = await client.post("/api/auth/register", content=b"{broken", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/auth/register", content=b"{broken", headers={"content-type": "application/json"}
+    )
     assert_problem(r, 422, "validation_error")
 
 

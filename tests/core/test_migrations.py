@@ -48,5 +48,7 @@ async def test_models_match_migrations(database_url):
     finally:
         await engine.dispose()
     # Full-text search objects are created by migrations outside the ORM metadata.
-    diff = [d for d in diff if not any(w in repr(d) for w in ("fts", "prompt_tsv", "generation_search"))]
+    diff = [
+        d for d in diff if not any(w in repr(d) for w in ("fts", "prompt_tsv", "generation_search"))
+    ]
     assert diff == []

@@ -38,9 +38,7 @@ async def test_generate_persists_rows_and_objects(app, alice, count):
         assert generation["status"] == "succeeded", generation
         asset = generation["asset"]
         data = await store.get(asset["key"])
-        assert asset["key"] == (
-            f"u/{alice.user['id']}/r/{run['id']}/object/{generation['id']}.png"
-        )
+        assert asset["key"] == (f"u/{alice.user['id']}/r/{run['id']}/object/{generation['id']}.png")
         assert sha256(data) == asset["sha256"]
         assert len(data) == asset["size_bytes"]
         with Image.open(io.BytesIO(data)) as image:
@@ -68,8 +66,7 @@ async def test_pending_rows_exist_before_the_worker_runs(app, alice):
 
 async def test_provider_failure_is_recorded_and_listed(app, alice):
     run = await start_run(alice)
-    [failed] = await generate_ok(alice, run["id"], "object",
-                                 prompt="a mug [fail:content_blocked]")
+    [failed] = await generate_ok(alice, run["id"], "object", prompt="a mug [fail:content_blocked]")
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "content_blocked"
     assert failed["error"]["message"]
@@ -129,9 +126,9 @@ async def test_idempotency_key_returns_the_same_generations(app, alice):
     assert await count_rows(app, run_id=run["id"]) == 3
     # Concurrent retries with a fresh key also produce one batch.
     headers = {"Idempotency-Key": "retry-me-2"}
-    answers = await asyncio.gather(*[
-        generate(alice, run["id"], "object", wait=False, headers=headers) for _ in range(4)
-    ])
+    answers = await asyncio.gather(
+        *[generate(alice, run["id"], "object", wait=False, headers=headers) for _ in range(4)]
+    )
     assert {r.status_code for r in answers} == {202}
     assert len({r.json()["generations"][0]["id"] for r in answers}) == 1
     assert await count_rows(app, run_id=run["id"]) == 4
@@ -147,8 +144,9 @@ async def test_expired_lease_is_recovered(app, alice):
     [pending] = (await generate(alice, run["id"], "object", wait=False)).json()["generations"]
     # A worker claims the row and then dies: its lease runs out.
     async with ctx.sessions() as db:
-        claimed = await service.claim(db, bus=ctx.bus, owner="dead-worker", limit=10,
-                                      per_user=10, lease=timedelta(seconds=-1))
+        claimed = await service.claim(
+            db, bus=ctx.bus, owner="dead-worker", limit=10, per_user=10, lease=timedelta(seconds=-1)
+        )
         await db.commit()
     assert [g.id.hex for g in claimed] == [pending["id"].replace("-", "")]
     async with ctx.sessions() as db:
@@ -157,8 +155,9 @@ async def test_expired_lease_is_recovered(app, alice):
     assert [g.status for g in recovered] == ["pending"]
     # The dead worker can no longer finish it.
     async with ctx.sessions() as db:
-        late = await service.finish_succeeded(db, bus=ctx.bus, generation_id=claimed[0].id,
-                                              owner="dead-worker", values={})
+        late = await service.finish_succeeded(
+            db, bus=ctx.bus, generation_id=claimed[0].id, owner="dead-worker", values={}
+        )
         await db.commit()
     assert late is None
     from flowstudio.generations.worker import Worker
@@ -166,14 +165,17 @@ async def test_expired_lease_is_recovered(app, alice):
     worker = Worker(ctx, ctx.bus)
     await worker.start()
     try:
+
         async def done():
             r = await alice.get(f"/api/runs/{run['id']}/steps/object/assets")
             return r.json()["items"][0]["status"] == "succeeded"
+
         await wait_until(done)
     finally:
         await worker.stop()
     assert (await alice.get(f"/api/runs/{run['id']}/steps/object/assets")).json()["items"][0][
-        "attempts"] == 2
+        "attempts"
+    ] == 2
 
 
 async def test_lease_expiry_after_max_attempts_fails_worker_lost(app, alice):
@@ -182,8 +184,9 @@ async def test_lease_expiry_after_max_attempts_fails_worker_lost(app, alice):
     run = await start_run(alice)
     await generate(alice, run["id"], "object", wait=False)
     async with ctx.sessions() as db:
-        await service.claim(db, bus=ctx.bus, owner="dead", limit=1, per_user=5,
-                            lease=timedelta(seconds=-1))
+        await service.claim(
+            db, bus=ctx.bus, owner="dead", limit=1, per_user=5, lease=timedelta(seconds=-1)
+        )
         await db.commit()
     async with ctx.sessions() as db:
         [row] = await service.recover_expired_leases(db, bus=ctx.bus, max_attempts=1)
@@ -202,8 +205,9 @@ async def test_concurrent_claimers_never_share_a_row(app, alice):
         mine = []
         while True:
             async with ctx.sessions() as db:
-                rows = await service.claim(db, bus=ctx.bus, owner=name, limit=3, per_user=1000,
-                                           lease=timedelta(minutes=5))
+                rows = await service.claim(
+                    db, bus=ctx.bus, owner=name, limit=3, per_user=1000, lease=timedelta(minutes=5)
+                )
                 await db.commit()
             if not rows:
                 return mine
@@ -228,16 +232,18 @@ async def test_per_user_concurrency_cap(app, alice, bob):
     await generate(alice, run_a["id"], "object", count=4, wait=False)
     await generate(bob, run_b["id"], "object", count=1, wait=False)
     async with ctx.sessions() as db:
-        rows = await service.claim(db, bus=ctx.bus, owner="w", limit=10, per_user=2,
-                                   lease=timedelta(minutes=5))
+        rows = await service.claim(
+            db, bus=ctx.bus, owner="w", limit=10, per_user=2, lease=timedelta(minutes=5)
+        )
         await db.commit()
     by_user = {}
     for row in rows:
         by_user[row.user_id] = by_user.get(row.user_id, 0) + 1
     assert sorted(by_user.values()) == [1, 2]
     async with ctx.sessions() as db:
-        again = await service.claim(db, bus=ctx.bus, owner="w", limit=10, per_user=2,
-                                    lease=timedelta(minutes=5))
+        again = await service.claim(
+            db, bus=ctx.bus, owner="w", limit=10, per_user=2, lease=timedelta(minutes=5)
+        )
         await db.commit()
     assert again == []
 
@@ -268,10 +274,10 @@ async def test_storage_failure_fails_the_row_and_leaves_nothing(app, alice):
 
 
 async def test_graceful_shutdown_releases_unfinished_work(app, alice):
-    ctx = app.state.ctx
     run = await start_run(alice)
-    [generation] = (await generate(alice, run["id"], "object", wait=False,
-                                   prompt="slow one [slow:30]")).json()["generations"]
+    [generation] = (
+        await generate(alice, run["id"], "object", wait=False, prompt="slow one [slow:30]")
+    ).json()["generations"]
 
     async def running():
         r = await alice.get(f"/api/runs/{run['id']}/steps/object/assets")

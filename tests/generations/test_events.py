@@ -10,8 +10,9 @@ import httpx
 from tests.fixtures.flows import generate, start_run
 
 
-async def collect_events(base_url: str, cookies, run_id: str, *, until, timeout: float = 20,
-                         kinds=("generation",)):
+async def collect_events(
+    base_url: str, cookies, run_id: str, *, until, timeout: float = 20, kinds=("generation",)
+):
     events = []
     async with httpx.AsyncClient(base_url=base_url, cookies=cookies, timeout=timeout) as http:
         async with http.stream("GET", f"/api/runs/{run_id}/events") as response:
@@ -36,9 +37,7 @@ async def test_sse_delivers_the_status_sequence(app, alice, live_server):
         finished = {e["id"] for e in events if e["status"] in ("succeeded", "failed")}
         return len(finished) == 2
 
-    listener = asyncio.create_task(
-        collect_events(live_server, cookies, run["id"], until=all_done)
-    )
+    listener = asyncio.create_task(collect_events(live_server, cookies, run["id"], until=all_done))
     await asyncio.sleep(0.3)  # let the stream subscribe
     response = await generate(alice, run["id"], "object", wait=False, count=2)
     ids = [g["id"] for g in response.json()["generations"]]
@@ -54,9 +53,14 @@ async def test_sse_delivers_the_status_sequence(app, alice, live_server):
 async def test_sse_shows_failures(app, alice, live_server):
     run = await start_run(alice)
     cookies = dict(alice.http.cookies)
-    listener = asyncio.create_task(collect_events(
-        live_server, cookies, run["id"], until=lambda ev: any(e["status"] == "failed" for e in ev)
-    ))
+    listener = asyncio.create_task(
+        collect_events(
+            live_server,
+            cookies,
+            run["id"],
+            until=lambda ev: any(e["status"] == "failed" for e in ev),
+        )
+    )
     await asyncio.sleep(0.3)
     await generate(alice, run["id"], "object", wait=False, prompt="boom [fail:content_blocked]")
     events = await asyncio.wait_for(listener, 20)
@@ -71,10 +75,15 @@ async def test_sse_announces_adoption_changes(app, alice, live_server):
     first = await generate_and_adopt(alice, rid, "object")
     await generate_and_adopt(alice, rid, "scene")
     [second] = (await generate(alice, rid, "object")).json()["generations"]
-    listener = asyncio.create_task(collect_events(
-        live_server, dict(alice.http.cookies), rid, kinds=("adoption",),
-        until=lambda ev: len(ev) == 2,
-    ))
+    listener = asyncio.create_task(
+        collect_events(
+            live_server,
+            dict(alice.http.cookies),
+            rid,
+            kinds=("adoption",),
+            until=lambda ev: len(ev) == 2,
+        )
+    )
     await asyncio.sleep(0.3)
     await adopt(alice, rid, "object", second["id"])
     await alice.post(f"/api/runs/{rid}/steps/object/clear")

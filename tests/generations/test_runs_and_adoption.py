@@ -97,7 +97,8 @@ async def test_adopt_clear_and_downstream_invalidation(app, alice):
     listed = (await alice.get(f"/api/runs/{rid}/steps/object/assets")).json()
     assert listed["adopted_generation_id"] == second_object["id"]
     assert {g["id"]: g["adopted"] for g in listed["items"]} == {
-        second_object["id"]: True, first_object["id"]: False,
+        second_object["id"]: True,
+        first_object["id"]: False,
     }
 
     # Re-adopt the scene, then clear the object (Plan A): scene loses its adoption again.
@@ -131,16 +132,19 @@ async def test_adopt_refusals(app, alice):
     run = await start_run(alice)
     rid = run["id"]
     [failed] = await generate_ok(alice, rid, "object", prompt="x [fail:invalid_request]")
-    refused = await alice.post(f"/api/runs/{rid}/steps/object/adopt",
-                               json={"generation_id": failed["id"]})
+    refused = await alice.post(
+        f"/api/runs/{rid}/steps/object/adopt", json={"generation_id": failed["id"]}
+    )
     assert refused.status_code == 409 and refused.json()["code"] == "not_adoptable"
     ok = await generate_and_adopt(alice, rid, "object")
-    wrong_step = await alice.post(f"/api/runs/{rid}/steps/scene/adopt",
-                                  json={"generation_id": ok["id"]})
+    wrong_step = await alice.post(
+        f"/api/runs/{rid}/steps/scene/adopt", json={"generation_id": ok["id"]}
+    )
     assert wrong_step.status_code == 404
     other_run = await start_run(alice)
-    wrong_run = await alice.post(f"/api/runs/{other_run['id']}/steps/object/adopt",
-                                 json={"generation_id": ok["id"]})
+    wrong_run = await alice.post(
+        f"/api/runs/{other_run['id']}/steps/object/adopt", json={"generation_id": ok["id"]}
+    )
     assert wrong_run.status_code == 404
 
 
@@ -150,10 +154,12 @@ async def test_concurrent_adopts_leave_one_consistent_winner(alice):
     await generate_and_adopt(alice, rid, "object")
     await generate_and_adopt(alice, rid, "scene")
     candidates = await generate_ok(alice, rid, "object", count=4)
-    results = await asyncio.gather(*[
-        alice.post(f"/api/runs/{rid}/steps/object/adopt", json={"generation_id": c["id"]})
-        for c in candidates
-    ])
+    results = await asyncio.gather(
+        *[
+            alice.post(f"/api/runs/{rid}/steps/object/adopt", json={"generation_id": c["id"]})
+            for c in candidates
+        ]
+    )
     assert {r.status_code for r in results} == {200}
     state = steps_by_id(await get_run(alice, rid))
     assert state["object"]["adopted_generation_id"] in {c["id"] for c in candidates}
@@ -186,8 +192,10 @@ async def test_upload_candidate_is_content_addressed(app, alice):
     await adopt(alice, rid, "object", body["id"])
     [scene] = await generate_ok(alice, rid, "scene")
     assert scene["status"] == "succeeded"
-    not_image = await alice.post(f"/api/runs/{rid}/steps/object/assets",
-                                 files={"file": ("x.png", b"not an image", "image/png")})
+    not_image = await alice.post(
+        f"/api/runs/{rid}/steps/object/assets",
+        files={"file": ("x.png", b"not an image", "image/png")},
+    )
     assert not_image.status_code == 415
     assert not_image.json()["code"] == "unsupported_media_type"
 
@@ -225,11 +233,14 @@ async def test_other_users_runs_are_404(alice, bob):
         await bob.delete(f"/api/runs/{rid}"),
         await bob.get(f"/api/runs/{rid}/steps/object/assets"),
         await bob.post(f"/api/runs/{rid}/steps/object/generate", json={}),
-        await bob.post(f"/api/runs/{rid}/steps/object/adopt",
-                       json={"generation_id": generation["id"]}),
+        await bob.post(
+            f"/api/runs/{rid}/steps/object/adopt", json={"generation_id": generation["id"]}
+        ),
         await bob.post(f"/api/runs/{rid}/steps/object/clear"),
-        await bob.post(f"/api/runs/{rid}/steps/object/assets",
-                       files={"file": ("a.png", png_bytes((1, 2, 3)), "image/png")}),
+        await bob.post(
+            f"/api/runs/{rid}/steps/object/assets",
+            files={"file": ("a.png", png_bytes((1, 2, 3)), "image/png")},
+        ),
         await bob.get(f"/api/runs/{rid}/events"),
     ]
     for response in attempts:
@@ -237,8 +248,9 @@ async def test_other_users_runs_are_404(alice, bob):
         assert response.json()["code"] == "not_found"
     # Bob's own run cannot adopt Alice's generation either.
     bobs = await start_run(bob)
-    stolen = await bob.post(f"/api/runs/{bobs['id']}/steps/object/adopt",
-                            json={"generation_id": generation["id"]})
+    stolen = await bob.post(
+        f"/api/runs/{bobs['id']}/steps/object/adopt", json={"generation_id": generation["id"]}
+    )
     assert stolen.status_code == 404
     state = steps_by_id(await get_run(alice, rid))
     assert state["object"]["adopted_generation_id"] == generation["id"]
@@ -248,8 +260,11 @@ async def test_other_users_runs_are_404(alice, bob):
 
 
 async def test_unauthenticated_is_401(client):
-    for method, url in [("GET", "/api/flows"), ("GET", "/api/runs"),
-                        ("POST", "/api/flows/quick/runs")]:
+    for method, url in [
+        ("GET", "/api/flows"),
+        ("GET", "/api/runs"),
+        ("POST", "/api/flows/quick/runs"),
+    ]:
         response = await client.request(method, url)
         assert response.status_code == 401, url
         assert response.json()["code"] == "unauthenticated"

@@ -23,8 +23,11 @@ async def keys(store) -> set[str]:
 
 async def age_trash(app, generation_id: str, days: int) -> None:
     async with app.state.ctx.sessions() as db:
-        await db.execute(update(Generation).where(Generation.id == uuid.UUID(generation_id))
-                         .values(deleted_at=utcnow() - timedelta(days=days)))
+        await db.execute(
+            update(Generation)
+            .where(Generation.id == uuid.UUID(generation_id))
+            .values(deleted_at=utcnow() - timedelta(days=days))
+        )
         await db.commit()
 
 
@@ -54,8 +57,11 @@ async def test_gc_purges_expired_trash_and_orphans_only(app, alice):
     assert report.trash_purged == 1 and report.orphans_deleted == 1
     assert [str(g) for g in report.missing_objects] == [kept["id"]]
     after = await keys(ctx.store)
-    assert before - after == {orphan, old_trash["asset"]["key"],
-                              old_trash["asset"]["key"] + ".thumb.webp"}
+    assert before - after == {
+        orphan,
+        old_trash["asset"]["key"],
+        old_trash["asset"]["key"] + ".thumb.webp",
+    }
     assert (await alice.get(f"/api/history/{old_trash['id']}")).status_code == 404
     assert (await alice.get(f"/api/history/{fresh_trash['id']}")).json()["deleted_at"]
     assert adopted["asset"]["key"] in after
@@ -92,9 +98,11 @@ async def test_max_age_retention(app, alice):
     adopted = await generate_and_adopt(alice, run["id"], "object")
     [old, new] = await generate_ok(alice, run["id"], "object", count=2)
     async with ctx.sessions() as db:
-        await db.execute(update(Generation).where(
-            Generation.id.in_([uuid.UUID(old["id"]), uuid.UUID(adopted["id"])])
-        ).values(created_at=utcnow() - timedelta(days=40)))
+        await db.execute(
+            update(Generation)
+            .where(Generation.id.in_([uuid.UUID(old["id"]), uuid.UUID(adopted["id"])]))
+            .values(created_at=utcnow() - timedelta(days=40))
+        )
         await db.commit()
     report = await collect_garbage(ctx, sweep=False)
     assert report.retention_trashed == 1
@@ -111,8 +119,9 @@ async def test_export_writes_images_and_metadata(app, alice, tmp_path):
     other = await start_run(alice, "quick")
     await generate_ok(alice, other["id"], "image")
     output = tmp_path / "export.zip"
-    summary = await export_history(app.state.ctx, email="alice@example.com", output=output,
-                                   run_id=uuid.UUID(run["id"]))
+    summary = await export_history(
+        app.state.ctx, email="alice@example.com", output=output, run_id=uuid.UUID(run["id"])
+    )
     assert summary.generations == 3 and summary.images == 2
     with zipfile.ZipFile(output) as archive:
         metadata = json.loads(archive.read("metadata.json"))
@@ -122,8 +131,9 @@ async def test_export_writes_images_and_metadata(app, alice, tmp_path):
                 data = archive.read(item["file"])
                 assert data == await app.state.ctx.store.get(item["asset"]["key"])
         assert {g["id"] for g in generations} <= {g["id"] for g in metadata["generations"]}
-    everything = await export_history(app.state.ctx, email="alice@example.com",
-                                      output=tmp_path / "all.zip")
+    everything = await export_history(
+        app.state.ctx, email="alice@example.com", output=tmp_path / "all.zip"
+    )
     assert everything.generations == 4
 
 
@@ -134,17 +144,20 @@ def test_cli_gc_and_export(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWSTUDIO_ARGON2_TIME_COST", "1")
     monkeypatch.setenv("FLOWSTUDIO_ARGON2_MEMORY_COST", "1024")
     runner = CliRunner()
-    created = runner.invoke(cli, ["user", "create", "--email", "cli@example.com",
-                                  "--password", "long enough password"])
+    created = runner.invoke(
+        cli, ["user", "create", "--email", "cli@example.com", "--password", "long enough password"]
+    )
     assert created.exit_code == 0, created.output
-    again = runner.invoke(cli, ["user", "create", "--email", "cli@example.com",
-                                "--password", "long enough password"])
+    again = runner.invoke(
+        cli, ["user", "create", "--email", "cli@example.com", "--password", "long enough password"]
+    )
     assert again.exit_code == 1 and "already" in again.output
     result = runner.invoke(cli, ["gc", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "dry run" in result.output
-    exported = runner.invoke(cli, ["export", "--user", "cli@example.com", "-o",
-                                   str(tmp_path / "e.zip")])
+    exported = runner.invoke(
+        cli, ["export", "--user", "cli@example.com", "-o", str(tmp_path / "e.zip")]
+    )
     assert exported.exit_code == 0, exported.output
     assert zipfile.is_zipfile(tmp_path / "e.zip")
     missing = runner.invoke(cli, ["export", "--user", "nobody@example.com"])

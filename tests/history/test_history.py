@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -109,18 +108,21 @@ async def test_filters_and_search_combine_with_the_cursor(alice):
     assert await all_pages(alice, since=(now + timedelta(minutes=5)).isoformat()) == []
 
 
-@pytest.mark.parametrize("params, code, status", [
-    ({"cursor": "bm9wZQ"}, "invalid_cursor", 400),
-    ({"cursor": "x" * 40}, "invalid_cursor", 400),
-    ({"status": "sleeping"}, "validation_error", 422),
-    ({"limit": 0}, "validation_error", 422),
-    ({"limit": 1000}, "validation_error", 422),
-    ({"since": "yesterday"}, "validation_error", 422),
-    ({"since": "2026-01-01T00:00:00"}, "validation_error", 422),
-    ({"run_id": "not-a-uuid"}, "validation_error", 422),
-    ({"adopted": "maybe"}, "validation_error", 422),
-    ({"q": "!!!"}, "validation_error", 422),
-])
+@pytest.mark.parametrize(
+    "params, code, status",
+    [
+        ({"cursor": "bm9wZQ"}, "invalid_cursor", 400),
+        ({"cursor": "x" * 40}, "invalid_cursor", 400),
+        ({"status": "sleeping"}, "validation_error", 422),
+        ({"limit": 0}, "validation_error", 422),
+        ({"limit": 1000}, "validation_error", 422),
+        ({"since": "yesterday"}, "validation_error", 422),
+        ({"since": "2026-01-01T00:00:00"}, "validation_error", 422),
+        ({"run_id": "not-a-uuid"}, "validation_error", 422),
+        ({"adopted": "maybe"}, "validation_error", 422),
+        ({"q": "!!!"}, "validation_error", 422),
+    ],
+)
 async def test_bad_parameters_are_problems(alice, params, code, status):
     response = await alice.get("/api/history", params=params)
     assert response.status_code == status, response.text
@@ -155,8 +157,9 @@ async def test_asset_delivery(app, alice, storage_kind):
         assert image.headers["content-type"] == "image/png"
         assert image.headers["etag"] == f'"{sha256(original)}"'
         assert "private" in image.headers["cache-control"]
-        again = await alice.get(f"/api/history/{gid}/image",
-                                headers={"If-None-Match": image.headers["etag"]})
+        again = await alice.get(
+            f"/api/history/{gid}/image", headers={"If-None-Match": image.headers["etag"]}
+        )
         assert again.status_code == 304 and again.content == b""
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
     else:
@@ -237,8 +240,10 @@ async def test_batch_delete(alice, bob):
     ids = [mine[0]["id"], mine[1]["id"], theirs[0]["id"], missing, mine[0]["id"]]
     response = await alice.post("/api/history/delete", json={"ids": ids})
     assert response.status_code == 200
-    assert response.json() == {"deleted": [mine[0]["id"], mine[1]["id"]],
-                               "not_found": [theirs[0]["id"], missing]}
+    assert response.json() == {
+        "deleted": [mine[0]["id"], mine[1]["id"]],
+        "not_found": [theirs[0]["id"], missing],
+    }
     assert [i["id"] for i in (await history(alice))["items"]] == [mine[2]["id"]]
     assert len((await history(bob))["items"]) == 1
     too_many = await alice.post("/api/history/delete", json={"ids": [missing] * 501})

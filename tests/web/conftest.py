@@ -58,9 +58,17 @@ def chromium_endpoint() -> Iterator[str]:
         pytest.skip("playwright is not installed")
     profile = tempfile.mkdtemp(prefix="flowstudio-chromium-")
     process = subprocess.Popen(
-        [path, *CHROMIUM_ARGS, "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-         f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            path,
+            *CHROMIUM_ARGS,
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     endpoint = None
     deadline = time.monotonic() + 30
@@ -122,8 +130,15 @@ class Session:
         page.on("pageerror", lambda e: self.console_errors.append(str(e)))
         return page
 
-    async def api(self, method: str, path: str, json: Any = None, *,
-                  headers: dict[str, str] | None = None, expect: int | None = None) -> Any:
+    async def api(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        expect: int | None = None,
+    ) -> Any:
         all_headers = {"X-CSRF-Token": self.csrf_token, **(headers or {})}
         response = await self.context.request.fetch(
             self.base_url + path, method=method, data=json, headers=all_headers
@@ -135,8 +150,9 @@ class Session:
         return await response.json()
 
     async def sign_up(self, email: str) -> dict:
-        body = await self.api("POST", "/api/auth/register",
-                              {"email": email, "password": PASSWORD}, expect=201)
+        body = await self.api(
+            "POST", "/api/auth/register", {"email": email, "password": PASSWORD}, expect=201
+        )
         self.csrf_token = body["csrf_token"]
         return body["user"]
 
@@ -144,13 +160,21 @@ class Session:
         return await self.api("POST", f"/api/flows/{flow}/runs", {"inputs": inputs}, expect=201)
 
     async def generate(self, run_id: str, step_id: str, **body: Any) -> list[dict]:
-        result = await self.api("POST", f"/api/runs/{run_id}/steps/{step_id}/generate", body,
-                                headers={"Prefer": "wait=20"})
+        result = await self.api(
+            "POST",
+            f"/api/runs/{run_id}/steps/{step_id}/generate",
+            body,
+            headers={"Prefer": "wait=20"},
+        )
         return result["generations"]
 
     async def adopt(self, run_id: str, step_id: str, generation_id: str) -> dict:
-        return await self.api("POST", f"/api/runs/{run_id}/steps/{step_id}/adopt",
-                              {"generation_id": generation_id}, expect=200)
+        return await self.api(
+            "POST",
+            f"/api/runs/{run_id}/steps/{step_id}/adopt",
+            {"generation_id": generation_id},
+            expect=200,
+        )
 
 
 @pytest.fixture
@@ -159,8 +183,9 @@ async def session_factory(browser: Any, live_server: str) -> AsyncIterator[Any]:
     contexts = []
 
     async def make(viewport: dict[str, int] | None = None) -> Session:
-        context = await browser.new_context(viewport=viewport or DESKTOP, accept_downloads=True,
-                                            base_url=live_server)
+        context = await browser.new_context(
+            viewport=viewport or DESKTOP, accept_downloads=True, base_url=live_server
+        )
         contexts.append(context)
         return Session(context, live_server)
 

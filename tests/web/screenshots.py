@@ -45,8 +45,9 @@ class Client:
         headers = {"X-CSRF-Token": self.csrf}
         if wait:
             headers["Prefer"] = "wait=30"
-        response = await self.context.request.fetch(self.base + path, method=method, data=body,
-                                                     headers=headers)
+        response = await self.context.request.fetch(
+            self.base + path, method=method, data=body, headers=headers
+        )
         assert response.ok, await response.text()
         return await response.json()
 
@@ -55,13 +56,15 @@ class Client:
         return result["generations"]
 
     async def adopt(self, run_id: str, step: str, generation_id: str) -> None:
-        await self.call("POST", f"/api/runs/{run_id}/steps/{step}/adopt",
-                        {"generation_id": generation_id})
+        await self.call(
+            "POST", f"/api/runs/{run_id}/steps/{step}/adopt", {"generation_id": generation_id}
+        )
 
 
 async def seed(client: Client) -> dict[str, Any]:
-    body = await client.call("POST", "/api/auth/register",
-                             {"email": "ada@example.com", "password": PASSWORD})
+    body = await client.call(
+        "POST", "/api/auth/register", {"email": "ada@example.com", "password": PASSWORD}
+    )
     client.csrf = body["csrf_token"]
     quick = await client.call("POST", "/api/flows/quick/runs", {"inputs": {}})
     await client.generate(quick["id"], "image", count=2, seed=7)
@@ -70,8 +73,11 @@ async def seed(client: Client) -> dict[str, Any]:
     await client.adopt(character["id"], "character", hero["id"])
     await client.generate(character["id"], "pose", count=2, seed=3)
 
-    run = await client.call("POST", "/api/flows/product-shot/runs",
-                            {"inputs": {"product": "a matte black ceramic coffee mug"}})
+    run = await client.call(
+        "POST",
+        "/api/flows/product-shot/runs",
+        {"inputs": {"product": "a matte black ceramic coffee mug"}},
+    )
     objects = await client.generate(run["id"], "object", count=3, seed=42)
     await client.adopt(run["id"], "object", objects[1]["id"])
     await client.generate(run["id"], "object", prompt="[fail:content_blocked] a coffee mug")
@@ -86,11 +92,18 @@ async def seed(client: Client) -> dict[str, Any]:
 async def shoot(base: str, run: dict[str, Any], storage_state: Any, browser: Any) -> list[Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, viewport, scheme in [("desktop", DESKTOP, "light"), ("phone", PHONE, "light"),
-                                   ("desktop-dark", DESKTOP, "dark")]:
-        context = await browser.new_context(viewport=viewport, base_url=base,
-                                            storage_state=storage_state, color_scheme=scheme,
-                                            device_scale_factor=1)
+    for name, viewport, scheme in [
+        ("desktop", DESKTOP, "light"),
+        ("phone", PHONE, "light"),
+        ("desktop-dark", DESKTOP, "dark"),
+    ]:
+        context = await browser.new_context(
+            viewport=viewport,
+            base_url=base,
+            storage_state=storage_state,
+            color_scheme=scheme,
+            device_scale_factor=1,
+        )
         page = await context.new_page()
 
         async def snap(label: str, page: Any = page, name: str = name) -> None:
@@ -124,16 +137,22 @@ async def main() -> int:
         print("Chromium is not installed (apt-get install chromium).", file=sys.stderr)
         return 1
     data_dir = Path(tempfile.mkdtemp(prefix="flowstudio-shots-"))
-    settings = Settings(_env_file=None, data_dir=data_dir, secret_key="screenshots-" + "x" * 32,
-                        argon2_time_cost=1, argon2_memory_cost=1024)
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        secret_key="screenshots-" + "x" * 32,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+    )
     app = create_app(settings)
     try:
         async with app.router.lifespan_context(app):
             server, task, base = await serve(app)
             try:
                 async with async_playwright() as playwright:
-                    browser = await playwright.chromium.launch(executable_path=executable,
-                                                               args=CHROMIUM_ARGS)
+                    browser = await playwright.chromium.launch(
+                        executable_path=executable, args=CHROMIUM_ARGS
+                    )
                     context = await browser.new_context(base_url=base)
                     client = Client(context, base)
                     run = await seed(client)

@@ -22,8 +22,13 @@ async def seed(web) -> dict:
     [lighthouse] = await web.generate(quick["id"], "image", prompt="lighthouse at dusk, sea mist")
     assert {g["status"] for g in [*objects, lighthouse]} == {"succeeded"}
     assert failed["status"] == "failed"
-    return {"product": product, "quick": quick, "objects": objects, "failed": failed,
-            "lighthouse": lighthouse}
+    return {
+        "product": product,
+        "quick": quick,
+        "objects": objects,
+        "failed": failed,
+        "lighthouse": lighthouse,
+    }
 
 
 def cards(page):
@@ -85,9 +90,11 @@ async def test_filter_search_drawer_and_delete_with_undo(web):
     await expect(drawer).to_contain_text(data["lighthouse"]["asset"]["sha256"])
     await expect(drawer).to_contain_text("provider")  # a timing from output.timings
     await expect(drawer.locator("a[data-link=run]")).to_have_attribute(
-        "href", f"/runs/{data['quick']['id']}#step-image")
+        "href", f"/runs/{data['quick']['id']}#step-image"
+    )
     await expect(drawer.get_by_role("link", name="Download")).to_have_attribute(
-        "href", data["lighthouse"]["asset"]["download_url"])
+        "href", data["lighthouse"]["asset"]["download_url"]
+    )
 
     # Delete with confirmation, optimistic removal, then undo.
     await drawer.get_by_role("button", name="Delete").click()

@@ -122,7 +122,8 @@ async def test_pages_fit_a_phone(session_factory):
         await page.wait_for_load_state("domcontentloaded")
         await page.wait_for_timeout(200)
         overflow = await page.evaluate(
-            "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at phone width"
 
     # The candidates dialog fills the screen and its controls are reachable.

@@ -37,7 +37,8 @@ async def test_generate_adopt_invalidate_clear_and_lightbox(web):
     scene_generate = card(page, "scene").get_by_role("button", name="Generate", exact=True)
     await expect(scene_generate).to_be_disabled()
     await expect(card(page, "scene").locator("[data-slot=reason]")).to_contain_text(
-        "Adopt an image in Object first")
+        "Adopt an image in Object first"
+    )
 
     # Generate 1x with a slow prompt: the placeholder turns into an image without a reload.
     object_card = card(page, "object")
@@ -123,7 +124,8 @@ async def test_generate_adopt_invalidate_clear_and_lightbox(web):
     await page.keyboard.press("ArrowLeft")
     await expect(position).to_have_text("4 / 4")
     loaded = await lightbox.locator("img.lightbox-img").evaluate(
-        "img => img.decode().then(() => img.naturalWidth)")
+        "img => img.decode().then(() => img.naturalWidth)"
+    )
     assert loaded > 0
     await page.keyboard.press("Escape")
     await expect(lightbox).to_be_hidden()

@@ -46,10 +46,14 @@ async def delete_expired_sessions(db: AsyncSession, now: datetime) -> int:
 
 
 async def touch_session(db: AsyncSession, session_id: uuid.UUID, now: datetime) -> None:
-    await db.execute(update(UserSession).where(UserSession.id == session_id).values(last_seen_at=now))
+    await db.execute(
+        update(UserSession).where(UserSession.id == session_id).values(last_seen_at=now)
+    )
 
 
-async def get_api_token_with_user(db: AsyncSession, token_hash: str) -> tuple[ApiToken, User] | None:
+async def get_api_token_with_user(
+    db: AsyncSession, token_hash: str
+) -> tuple[ApiToken, User] | None:
     row = (
         await db.execute(
             select(ApiToken, User)
@@ -73,7 +77,9 @@ async def list_api_tokens(db: AsyncSession, user_id: uuid.UUID) -> list[ApiToken
     return list(result)
 
 
-async def get_api_token(db: AsyncSession, user_id: uuid.UUID, token_id: uuid.UUID) -> ApiToken | None:
+async def get_api_token(
+    db: AsyncSession, user_id: uuid.UUID, token_id: uuid.UUID
+) -> ApiToken | None:
     return await db.scalar(
         select(ApiToken).where(
             ApiToken.id == token_id, ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)

@@ -22,7 +22,9 @@ from flowstudio.deps import SESSION_COOKIE, ContextDep, CurrentUser, PrincipalDe
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-def _set_session_cookie(response: Response, ctx: ContextDep, signed_in: SignedIn, request: Request) -> None:
+def _set_session_cookie(
+    response: Response, ctx: ContextDep, signed_in: SignedIn, request: Request
+) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         signed_in.session_token,
@@ -38,30 +40,47 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=SessionRead,
-             responses={409: {"description": "email_taken"}, 403: {"description": "registration_closed"}})
-async def register(body: Credentials, request: Request, response: Response, db: SessionDep,
-                   ctx: ContextDep) -> SessionRead:
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SessionRead,
+    responses={409: {"description": "email_taken"}, 403: {"description": "registration_closed"}},
+)
+async def register(
+    body: Credentials, request: Request, response: Response, db: SessionDep, ctx: ContextDep
+) -> SessionRead:
     signed_in = await ctx.auth.register(db, email=body.email, password=body.password)
     _set_session_cookie(response, ctx, signed_in, request)
-    return SessionRead(user=UserRead.model_validate(signed_in.user), csrf_token=signed_in.csrf_token)
+    return SessionRead(
+        user=UserRead.model_validate(signed_in.user), csrf_token=signed_in.csrf_token
+    )
 
 
-@router.post("/login", response_model=SessionRead,
-             responses={401: {"description": "invalid_credentials"}, 429: {"description": "rate_limited"}})
-async def login(body: LoginBody, request: Request, response: Response, db: SessionDep,
-                ctx: ContextDep) -> SessionRead:
+@router.post(
+    "/login",
+    response_model=SessionRead,
+    responses={401: {"description": "invalid_credentials"}, 429: {"description": "rate_limited"}},
+)
+async def login(
+    body: LoginBody, request: Request, response: Response, db: SessionDep, ctx: ContextDep
+) -> SessionRead:
     signed_in = await ctx.auth.login(
-        db, email=body.email, password=body.password, client=_client_address(request),
+        db,
+        email=body.email,
+        password=body.password,
+        client=_client_address(request),
         previous_token=request.cookies.get(SESSION_COOKIE),
     )
     _set_session_cookie(response, ctx, signed_in, request)
-    return SessionRead(user=UserRead.model_validate(signed_in.user), csrf_token=signed_in.csrf_token)
+    return SessionRead(
+        user=UserRead.model_validate(signed_in.user), csrf_token=signed_in.csrf_token
+    )
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(request: Request, response: Response, principal: PrincipalDep, db: SessionDep,
-                 ctx: ContextDep) -> Response:
+async def logout(
+    request: Request, response: Response, principal: PrincipalDep, db: SessionDep, ctx: ContextDep
+) -> Response:
     await ctx.auth.logout(db, session_token=request.cookies.get(SESSION_COOKIE))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -70,16 +89,19 @@ async def logout(request: Request, response: Response, principal: PrincipalDep, 
 
 @router.get("/me", response_model=SessionRead)
 async def me(principal: PrincipalDep, ctx: ContextDep) -> SessionRead:
-    return SessionRead(user=UserRead.model_validate(principal.user),
-                       csrf_token=ctx.auth.csrf_token(principal))
+    return SessionRead(
+        user=UserRead.model_validate(principal.user), csrf_token=ctx.auth.csrf_token(principal)
+    )
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
-async def create_token(body: TokenCreate, user: CurrentUser, db: SessionDep,
-                       ctx: ContextDep) -> TokenCreated:
+async def create_token(
+    body: TokenCreate, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> TokenCreated:
     api_token, token = await ctx.auth.create_api_token(db, user=user, name=body.name)
-    return TokenCreated(id=api_token.id, name=api_token.name, token=token,
-                        created_at=api_token.created_at)
+    return TokenCreated(
+        id=api_token.id, name=api_token.name, token=token, created_at=api_token.created_at
+    )
 
 
 @router.get("/tokens", response_model=TokenList)
@@ -88,9 +110,13 @@ async def list_tokens(user: CurrentUser, db: SessionDep, ctx: ContextDep) -> Tok
     return TokenList(items=[TokenRead.model_validate(t) for t in tokens])
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={404: {"description": "not_found"}})
-async def revoke_token(token_id: uuid.UUID, user: CurrentUser, db: SessionDep,
-                       ctx: ContextDep) -> Response:
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "not_found"}},
+)
+async def revoke_token(
+    token_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> Response:
     await ctx.auth.revoke_api_token(db, user=user, token_id=token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

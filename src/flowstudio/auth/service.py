@@ -84,14 +84,17 @@ class AuthService:
         email = normalize_email(email)
         if await repository.get_user_by_email(db, email) is not None:
             raise EmailTaken("An account with this email already exists; sign in instead.")
-        user = User(email=email, password_hash=await self._hash_password(password),
-                    is_admin=is_admin)
+        user = User(
+            email=email, password_hash=await self._hash_password(password), is_admin=is_admin
+        )
         try:
             async with db.begin_nested():
                 db.add(user)
                 await db.flush()
         except IntegrityError:
-            raise EmailTaken("An account with this email already exists; sign in instead.") from None
+            raise EmailTaken(
+                "An account with this email already exists; sign in instead."
+            ) from None
         return user
 
     async def register(self, db: AsyncSession, *, email: str, password: str) -> SignedIn:
@@ -136,17 +139,30 @@ class AuthService:
         hashed = token_hash(token)
         now = utcnow()
         expires_at = now + self.session_lifetime
-        db.add(UserSession(user_id=user.id, token_hash=hashed, created_at=now,
-                           expires_at=expires_at, last_seen_at=now))
+        db.add(
+            UserSession(
+                user_id=user.id,
+                token_hash=hashed,
+                created_at=now,
+                expires_at=expires_at,
+                last_seen_at=now,
+            )
+        )
         await db.flush()
-        return SignedIn(user=user, session_token=token,
-                        csrf_token=csrf_token_for(self.secret, hashed), expires_at=expires_at)
+        return SignedIn(
+            user=user,
+            session_token=token,
+            csrf_token=csrf_token_for(self.secret, hashed),
+            expires_at=expires_at,
+        )
 
     async def logout(self, db: AsyncSession, *, session_token: str | None) -> None:
         if session_token:
             await repository.delete_session(db, token_hash(session_token))
 
-    async def principal_from_session(self, db: AsyncSession, *, session_token: str) -> Principal | None:
+    async def principal_from_session(
+        self, db: AsyncSession, *, session_token: str
+    ) -> Principal | None:
         hashed = token_hash(session_token)
         now = utcnow()
         found = await repository.get_session_with_user(db, hashed, now)
@@ -181,8 +197,12 @@ class AuthService:
         self, db: AsyncSession, *, user: User, name: str
     ) -> tuple[ApiToken, str]:
         token = new_api_token()
-        api_token = ApiToken(user_id=user.id, name=name.strip(), token_prefix=token[:10],
-                             token_hash=token_hash(token))
+        api_token = ApiToken(
+            user_id=user.id,
+            name=name.strip(),
+            token_prefix=token[:10],
+            token_hash=token_hash(token),
+        )
         db.add(api_token)
         await db.flush()
         return api_token, token

@@ -33,8 +33,13 @@ def to_read(flow: FlowDefinition) -> FlowRead:
     steps = []
     for step in data["steps"]:
         steps.append({**step, "downstream": flow.downstream_of(step["id"])})
-    return FlowRead(slug=flow.slug, title=flow.title, description=flow.description,
-                    inputs=data["inputs"], steps=steps)
+    return FlowRead(
+        slug=flow.slug,
+        title=flow.title,
+        description=flow.description,
+        inputs=data["inputs"],
+        steps=steps,
+    )
 
 
 @router.get("", response_model=FlowList)

@@ -129,8 +129,10 @@ class EventBus:
     async def _listen_forever(self) -> None:
         import asyncpg
 
-        dsn = make_url(self.database_url).set(drivername="postgresql").render_as_string(
-            hide_password=False
+        dsn = (
+            make_url(self.database_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
         )
         delay = 0.5
         while True:
@@ -138,7 +140,7 @@ class EventBus:
             try:
                 connection = await asyncpg.connect(dsn, timeout=10)
                 lost = asyncio.Event()
-                connection.add_termination_listener(lambda _c: lost.set())
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notify)
                 self._listening.set()
                 delay = 0.5

@@ -31,8 +31,13 @@ class ExportSummary:
 
 
 async def export_history(
-    ctx: AppContext, *, email: str, output: Path, run_id: uuid.UUID | None = None,
-    include_deleted: bool = False, progress: Callable[[int, int], None] = lambda _a, _t: None,
+    ctx: AppContext,
+    *,
+    email: str,
+    output: Path,
+    run_id: uuid.UUID | None = None,
+    include_deleted: bool = False,
+    progress: Callable[[int, int], None] = lambda _a, _t: None,
 ) -> ExportSummary:
     async with ctx.sessions() as db:
         user = await auth_repository.get_user_by_email(db, email.strip().lower())
@@ -63,15 +68,18 @@ async def export_history(
                     break
                 ids = [g.id for g in rows]
                 described = await history.describe(
-                    db, await repository.get_many_with_adoption(db, ids),
+                    db,
+                    await repository.get_many_with_adoption(db, ids),
                     trash_days=ctx.settings.trash_days,
                 )
             after = (rows[-1].created_at, rows[-1].id)
             for generation, item in zip(rows, described, strict=True):
                 record = item.model_dump(mode="json")
                 if generation.object_key and generation.status == "succeeded":
-                    name = (f"images/{generation.run_id}/{generation.step_id}/"
-                            f"{generation.id}.{_EXT.get(generation.mime or '', 'bin')}")
+                    name = (
+                        f"images/{generation.run_id}/{generation.step_id}/"
+                        f"{generation.id}.{_EXT.get(generation.mime or '', 'bin')}"
+                    )
                     try:
                         data = await ctx.store.get(generation.object_key)
                     except StorageError:
@@ -85,8 +93,16 @@ async def export_history(
                 items.append(record)
                 summary.generations += 1
             progress(len(rows), total or 0)
-        archive.writestr("metadata.json", json.dumps(
-            {"user": user.email, "run_id": str(run_id) if run_id else None,
-             "generations": items}, indent=2))
+        archive.writestr(
+            "metadata.json",
+            json.dumps(
+                {
+                    "user": user.email,
+                    "run_id": str(run_id) if run_id else None,
+                    "generations": items,
+                },
+                indent=2,
+            ),
+        )
     tmp.replace(output)
     return summary

@@ -61,13 +61,20 @@ def purge_after(deleted_at: datetime | None, trash_days: int) -> datetime | None
 
 
 async def list_history(
-    db: AsyncSession, *, user: User, codec: CursorCodec, filters: HistoryFilters,
-    cursor: str | None, limit: int, trash_days: int,
+    db: AsyncSession,
+    *,
+    user: User,
+    codec: CursorCodec,
+    filters: HistoryFilters,
+    cursor: str | None,
+    limit: int,
+    trash_days: int,
 ) -> tuple[list[HistoryItem], str | None]:
     scope = "trash" if filters.deleted else "history"
     after = codec.decode(cursor, scope=scope) if cursor else None
-    rows = await repository.history_page(db, user_id=user.id, filters=filters, after=after,
-                                         limit=limit + 1)
+    rows = await repository.history_page(
+        db, user_id=user.id, filters=filters, after=after, limit=limit + 1
+    )
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -79,8 +86,9 @@ async def list_history(
 async def get_item(
     db: AsyncSession, *, user: User, generation_id: uuid.UUID, trash_days: int
 ) -> HistoryItem:
-    found = await repository.get_owned(db, user_id=user.id, generation_id=generation_id,
-                                       include_deleted=True)
+    found = await repository.get_owned(
+        db, user_id=user.id, generation_id=generation_id, include_deleted=True
+    )
     if found is None:
         raise NotFound(NOT_FOUND)
     return (await describe(db, [found], trash_days=trash_days))[0]
@@ -103,8 +111,13 @@ async def _owned_runs(db: AsyncSession, generations: Sequence[Generation]) -> di
 
 
 async def delete_generations(
-    db: AsyncSession, *, bus: EventBus, store: ObjectStore, user: User,
-    ids: Sequence[uuid.UUID], purge: bool,
+    db: AsyncSession,
+    *,
+    bus: EventBus,
+    store: ObjectStore,
+    user: User,
+    ids: Sequence[uuid.UUID],
+    purge: bool,
 ) -> tuple[list[Deleted], list[uuid.UUID]]:
     """Soft-delete (or purge) the user's generations among `ids`; the rest are not found.
 
@@ -112,8 +125,9 @@ async def delete_generations(
     Purging removes the objects first and the row only once they are gone.
     """
     unique_ids = list(dict.fromkeys(ids))
-    found = await repository.owned_by_ids(db, user_id=user.id, ids=unique_ids,
-                                          include_deleted=purge)
+    found = await repository.owned_by_ids(
+        db, user_id=user.id, ids=unique_ids, include_deleted=purge
+    )
     found_ids = {g.id for g in found}
     not_found = [i for i in unique_ids if i not in found_ids]
     runs = await _owned_runs(db, found)
@@ -143,9 +157,7 @@ async def purge_rows(
     db: AsyncSession, *, store: ObjectStore, generations: Sequence[Generation]
 ) -> set[uuid.UUID]:
     """Delete objects, then the rows whose objects are gone. Returns the purged ids."""
-    keys_by_id = {
-        g.id: [k for k in (g.object_key, g.thumbnail_key) if k] for g in generations
-    }
+    keys_by_id = {g.id: [k for k in (g.object_key, g.thumbnail_key) if k] for g in generations}
     all_keys = [k for keys in keys_by_id.values() for k in keys]
     failed = set(await store.delete_many(all_keys)) if all_keys else set()
     purged = [gid for gid, keys in keys_by_id.items() if not failed.intersection(keys)]
@@ -156,8 +168,9 @@ async def purge_rows(
 async def restore_generation(
     db: AsyncSession, *, bus: EventBus, user: User, generation_id: uuid.UUID, trash_days: int
 ) -> HistoryItem:
-    found = await repository.get_owned(db, user_id=user.id, generation_id=generation_id,
-                                       include_deleted=True)
+    found = await repository.get_owned(
+        db, user_id=user.id, generation_id=generation_id, include_deleted=True
+    )
     if found is None:
         raise NotFound(NOT_FOUND)
     generation, _ = found

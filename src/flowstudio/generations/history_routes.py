@@ -42,16 +42,22 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     return value
 
 
-@router.get("", response_model=HistoryList,
-            responses={400: {"description": "invalid_cursor"},
-                       422: {"description": "validation_error"}})
+@router.get(
+    "",
+    response_model=HistoryList,
+    responses={400: {"description": "invalid_cursor"}, 422: {"description": "validation_error"}},
+)
 async def list_history(
-    user: CurrentUser, db: SessionDep, ctx: ContextDep, limit: LimitDep,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
+    limit: LimitDep,
     flow: str | None = Query(None, max_length=64),
     run_id: uuid.UUID | None = None,
     step_id: str | None = Query(None, max_length=64),
-    status_filter: str | None = Query(None, alias="status", max_length=100,
-                                      description="One status or several, comma-separated."),
+    status_filter: str | None = Query(
+        None, alias="status", max_length=100, description="One status or several, comma-separated."
+    ),
     q: str | None = Query(None, max_length=200, description="Words in the prompt (prefixes)."),
     since: datetime | None = Query(None, description="Created at or after (ISO 8601, with zone)."),
     until: datetime | None = Query(None, description="Created before (ISO 8601, with zone)."),
@@ -63,23 +69,37 @@ async def list_history(
     if q is not None and q.strip():
         words = tuple(search_words(q))
         if not words:
-            raise ValidationFailed("The search has no words to look for.",
-                                   errors=[{"field": "q", "message": "no searchable words"}])
+            raise ValidationFailed(
+                "The search has no words to look for.",
+                errors=[{"field": "q", "message": "no searchable words"}],
+            )
     filters = HistoryFilters(
-        flow=flow or None, run_id=run_id, step_id=step_id or None,
-        statuses=tuple(parse_statuses(status_filter)), since=_aware(since, "since"),
-        until=_aware(until, "until"), adopted=adopted, words=words, deleted=deleted,
+        flow=flow or None,
+        run_id=run_id,
+        step_id=step_id or None,
+        statuses=tuple(parse_statuses(status_filter)),
+        since=_aware(since, "since"),
+        until=_aware(until, "until"),
+        adopted=adopted,
+        words=words,
+        deleted=deleted,
     )
     items, next_cursor = await history.list_history(
-        db, user=user, codec=ctx.cursors, filters=filters, cursor=cursor, limit=limit,
+        db,
+        user=user,
+        codec=ctx.cursors,
+        filters=filters,
+        cursor=cursor,
+        limit=limit,
         trash_days=ctx.settings.trash_days,
     )
     return HistoryList(items=items, next_cursor=next_cursor)
 
 
 @router.post("/delete", response_model=BatchDeleteResult)
-async def delete_many(body: BatchDeleteBody, user: CurrentUser, db: SessionDep,
-                      ctx: ContextDep) -> BatchDeleteResult:
+async def delete_many(
+    body: BatchDeleteBody, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> BatchDeleteResult:
     deleted, not_found = await history.delete_generations(
         db, bus=ctx.bus, store=ctx.store, user=user, ids=body.ids, purge=body.purge
     )
@@ -87,15 +107,20 @@ async def delete_many(body: BatchDeleteBody, user: CurrentUser, db: SessionDep,
 
 
 @router.get("/{generation_id}", response_model=HistoryItem, responses=NOT_FOUND)
-async def get_generation(generation_id: uuid.UUID, user: CurrentUser, db: SessionDep,
-                         ctx: ContextDep) -> HistoryItem:
-    return await history.get_item(db, user=user, generation_id=generation_id,
-                                  trash_days=ctx.settings.trash_days)
+async def get_generation(
+    generation_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> HistoryItem:
+    return await history.get_item(
+        db, user=user, generation_id=generation_id, trash_days=ctx.settings.trash_days
+    )
 
 
 @router.delete("/{generation_id}", response_model=DeleteResult, responses=NOT_FOUND)
 async def delete_generation(
-    generation_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep,
+    generation_id: uuid.UUID,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
     purge: bool = Query(False, description="Remove the row and its images now (no undo)."),
 ) -> DeleteResult:
     deleted, _ = await history.delete_generations(
@@ -108,19 +133,21 @@ async def delete_generation(
     return DeleteResult(
         id=generation_id,
         deleted_at=deleted_at,
-        purge_after=None if result.purged else history.purge_after(
-            deleted_at, ctx.settings.trash_days),
+        purge_after=None
+        if result.purged
+        else history.purge_after(deleted_at, ctx.settings.trash_days),
         purged=result.purged,
         invalidated_steps=result.invalidated_steps,
     )
 
 
 @router.post("/{generation_id}/restore", response_model=HistoryItem, responses=NOT_FOUND)
-async def restore_generation(generation_id: uuid.UUID, user: CurrentUser, db: SessionDep,
-                             ctx: ContextDep) -> HistoryItem:
-    return await history.restore_generation(db, bus=ctx.bus, user=user,
-                                            generation_id=generation_id,
-                                            trash_days=ctx.settings.trash_days)
+async def restore_generation(
+    generation_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> HistoryItem:
+    return await history.restore_generation(
+        db, bus=ctx.bus, user=user, generation_id=generation_id, trash_days=ctx.settings.trash_days
+    )
 
 
 # -- asset bytes ---------------------------------------------------------------------------------
@@ -128,17 +155,26 @@ async def restore_generation(generation_id: uuid.UUID, user: CurrentUser, db: Se
 AssetKind = Literal["image", "thumbnail", "download"]
 ASSET_RESPONSES = {
     **NOT_FOUND,
-    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
-          "description": "the bytes (local storage)"},
+    200: {
+        "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+        "description": "the bytes (local storage)",
+    },
     302: {"description": "a short-lived signed URL (S3 / R2 storage)"},
     304: {"description": "not modified (If-None-Match)"},
 }
 
 
-async def _serve_asset(kind: AssetKind, generation_id: uuid.UUID, request: Request,
-                       user: CurrentUser, db: SessionDep, ctx: ContextDep) -> Response:
-    found = await repository.get_owned(db, user_id=user.id, generation_id=generation_id,
-                                       include_deleted=True)
+async def _serve_asset(
+    kind: AssetKind,
+    generation_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
+) -> Response:
+    found = await repository.get_owned(
+        db, user_id=user.id, generation_id=generation_id, include_deleted=True
+    )
     if found is None:
         raise NotFound(history.NOT_FOUND)
     generation, _ = found
@@ -156,7 +192,9 @@ async def _serve_asset(kind: AssetKind, generation_id: uuid.UUID, request: Reque
     if kind == "download":
         stamp = generation.created_at.strftime("%Y%m%d-%H%M%S")
         ext = _EXTENSIONS.get(mime, "bin")
-        filename = f"{generation.flow_slug}-{generation.step_id}-{stamp}-{str(generation.id)[:8]}.{ext}"
+        filename = (
+            f"{generation.flow_slug}-{generation.step_id}-{stamp}-{str(generation.id)[:8]}.{ext}"
+        )
         headers["Cache-Control"] = "private, no-cache"
     if etag in request.headers.get("if-none-match", "").replace(" ", "").split(","):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
@@ -166,14 +204,21 @@ async def _serve_asset(kind: AssetKind, generation_id: uuid.UUID, request: Reque
         path = path_for(key)
         if not path.is_file():
             raise NotFound("The image is missing from storage.")
-        return FileResponse(path, media_type=mime, headers=headers, filename=filename,
-                            content_disposition_type="attachment" if filename else "inline")
+        return FileResponse(
+            path,
+            media_type=mime,
+            headers=headers,
+            filename=filename,
+            content_disposition_type="attachment" if filename else "inline",
+        )
     if filename is None:
-        url = await ctx.store.signed_get_url(key, expires_in=SIGNED_URL_LIFETIME,
-                                             content_type=mime)
+        url = await ctx.store.signed_get_url(key, expires_in=SIGNED_URL_LIFETIME, content_type=mime)
         if url is not None:
-            return RedirectResponse(url, status_code=status.HTTP_302_FOUND,
-                                    headers={"Cache-Control": "private, no-store"})
+            return RedirectResponse(
+                url,
+                status_code=status.HTTP_302_FOUND,
+                headers={"Cache-Control": "private, no-store"},
+            )
     # Downloads stream through us so the file keeps its name (signed URLs cannot set it here).
     try:
         info = await ctx.store.head(key)
@@ -186,18 +231,21 @@ async def _serve_asset(kind: AssetKind, generation_id: uuid.UUID, request: Reque
 
 
 @router.get("/{generation_id}/image", responses=ASSET_RESPONSES, response_class=Response)
-async def image(generation_id: uuid.UUID, request: Request, user: CurrentUser, db: SessionDep,
-                ctx: ContextDep) -> Response:
+async def image(
+    generation_id: uuid.UUID, request: Request, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> Response:
     return await _serve_asset("image", generation_id, request, user, db, ctx)
 
 
 @router.get("/{generation_id}/thumbnail", responses=ASSET_RESPONSES, response_class=Response)
-async def thumbnail(generation_id: uuid.UUID, request: Request, user: CurrentUser,
-                    db: SessionDep, ctx: ContextDep) -> Response:
+async def thumbnail(
+    generation_id: uuid.UUID, request: Request, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> Response:
     return await _serve_asset("thumbnail", generation_id, request, user, db, ctx)
 
 
 @router.get("/{generation_id}/download", responses=ASSET_RESPONSES, response_class=Response)
-async def download(generation_id: uuid.UUID, request: Request, user: CurrentUser,
-                   db: SessionDep, ctx: ContextDep) -> Response:
+async def download(
+    generation_id: uuid.UUID, request: Request, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> Response:
     return await _serve_asset("download", generation_id, request, user, db, ctx)

@@ -56,10 +56,12 @@ def _not_adopted() -> object:
     return ~exists().where(RunStep.adopted_generation_id == Generation.id)
 
 
-async def _expired_trash(db: AsyncSession, *, before: datetime, after_id: uuid.UUID | None,
-                         limit: int) -> list[Generation]:
-    query = select(Generation).where(Generation.deleted_at.is_not(None),
-                                     Generation.deleted_at < before)
+async def _expired_trash(
+    db: AsyncSession, *, before: datetime, after_id: uuid.UUID | None, limit: int
+) -> list[Generation]:
+    query = select(Generation).where(
+        Generation.deleted_at.is_not(None), Generation.deleted_at < before
+    )
     if after_id is not None:
         query = query.where(Generation.id > after_id)
     return list(await db.scalars(query.order_by(Generation.id).limit(limit)))
@@ -87,8 +89,11 @@ async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progr
 async def apply_retention(ctx: AppContext, report: GcReport, progress: Progress) -> None:
     settings = ctx.settings
     now = utcnow()
-    conditions = [Generation.deleted_at.is_(None), Generation.status.in_(TERMINAL_STATUSES),
-                  _not_adopted()]
+    conditions = [
+        Generation.deleted_at.is_(None),
+        Generation.status.in_(TERMINAL_STATUSES),
+        _not_adopted(),
+    ]
     candidates = []
     async with ctx.sessions() as db:
         if settings.max_age_days:
@@ -100,10 +105,12 @@ async def apply_retention(ctx: AppContext, report: GcReport, progress: Progress)
             ranked = (
                 select(
                     Generation.id.label("id"),
-                    func.row_number().over(
+                    func.row_number()
+                    .over(
                         partition_by=(Generation.run_id, Generation.step_id),
                         order_by=(Generation.created_at.desc(), Generation.id.desc()),
-                    ).label("rank"),
+                    )
+                    .label("rank"),
                 )
                 .where(*conditions)
                 .subquery()
@@ -115,7 +122,7 @@ async def apply_retention(ctx: AppContext, report: GcReport, progress: Progress)
         report.retention_trashed = len(ids)
         return
     for start in range(0, len(ids), BATCH):
-        chunk = ids[start:start + BATCH]
+        chunk = ids[start : start + BATCH]
         async with ctx.sessions() as db:
             rows = await repository.get_by_ids(db, chunk)
             for generation in rows:
@@ -139,8 +146,9 @@ async def _referenced_keys(db: AsyncSession, user_id: str) -> dict[str, tuple[uu
     except ValueError:
         return {}
     rows = await db.execute(
-        select(Generation.id, Generation.status, Generation.object_key, Generation.thumbnail_key)
-        .where(Generation.user_id == uid, Generation.object_key.is_not(None))
+        select(
+            Generation.id, Generation.status, Generation.object_key, Generation.thumbnail_key
+        ).where(Generation.user_id == uid, Generation.object_key.is_not(None))
     )
     keys: dict[str, tuple[uuid.UUID, str]] = {}
     for gid, status, object_key, thumb in rows:
@@ -150,8 +158,9 @@ async def _referenced_keys(db: AsyncSession, user_id: str) -> dict[str, tuple[uu
     return keys
 
 
-async def sweep_objects(ctx: AppContext, report: GcReport, progress: Progress,
-                        *, grace: timedelta = ORPHAN_GRACE) -> None:
+async def sweep_objects(
+    ctx: AppContext, report: GcReport, progress: Progress, *, grace: timedelta = ORPHAN_GRACE
+) -> None:
     """One pass over the store, user by user: delete orphans, report rows whose object is gone."""
     now = utcnow()
     seen_users: set[str] = set()
@@ -163,7 +172,8 @@ async def sweep_objects(ctx: AppContext, report: GcReport, progress: Progress,
             referenced = await _referenced_keys(db, user)
         present = {info.key for info in infos}
         orphans = [
-            info.key for info in infos
+            info.key
+            for info in infos
             if info.key not in referenced
             and (info.last_modified is None or now - info.last_modified > grace)
         ]
@@ -195,14 +205,16 @@ async def sweep_objects(ctx: AppContext, report: GcReport, progress: Progress,
     # Users with rows but not a single object in the store.
     async with ctx.sessions() as db:
         users = await db.scalars(
-            select(Generation.user_id).where(Generation.status == "succeeded",
-                                             Generation.object_key.is_not(None)).distinct()
+            select(Generation.user_id)
+            .where(Generation.status == "succeeded", Generation.object_key.is_not(None))
+            .distinct()
         )
         unseen = [u for u in users if str(u) not in seen_users]
         if unseen:
             rows = await db.scalars(
                 select(Generation.id).where(
-                    Generation.user_id.in_(unseen), Generation.status == "succeeded",
+                    Generation.user_id.in_(unseen),
+                    Generation.status == "succeeded",
                     Generation.object_key.is_not(None),
                 )
             )
@@ -210,8 +222,12 @@ async def sweep_objects(ctx: AppContext, report: GcReport, progress: Progress,
 
 
 async def collect_garbage(
-    ctx: AppContext, *, dry_run: bool = False, progress: Progress = _no_progress,
-    sweep: bool = True, orphan_grace: timedelta = ORPHAN_GRACE,
+    ctx: AppContext,
+    *,
+    dry_run: bool = False,
+    progress: Progress = _no_progress,
+    sweep: bool = True,
+    orphan_grace: timedelta = ORPHAN_GRACE,
 ) -> GcReport:
     report = GcReport(dry_run=dry_run)
     started = time.perf_counter()
@@ -251,8 +267,13 @@ class PeriodicCollector:
         self._last = time.monotonic()
         report = await collect_garbage(self.ctx)
         if report.trash_purged or report.retention_trashed or report.orphans_deleted:
-            log.info("gc: purged %d from trash, trashed %d by retention, deleted %d orphans",
-                     report.trash_purged, report.retention_trashed, report.orphans_deleted)
+            log.info(
+                "gc: purged %d from trash, trashed %d by retention, deleted %d orphans",
+                report.trash_purged,
+                report.retention_trashed,
+                report.orphans_deleted,
+            )
         if report.missing_objects:
-            log.warning("gc: %d generation(s) have no object in storage",
-                        len(report.missing_objects))
+            log.warning(
+                "gc: %d generation(s) have no object in storage", len(report.missing_objects)
+            )

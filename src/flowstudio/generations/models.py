@@ -42,26 +42,38 @@ class Generation(Base):
             "status IN ('pending','running','succeeded','failed','canceled')", name="status"
         ),
         CheckConstraint("source IN ('generated','upload')", name="source"),
-        Index("uq_generations_run_id_step_id_object_key", "run_id", "step_id", "object_key",
-              unique=True),
+        Index(
+            "uq_generations_run_id_step_id_object_key",
+            "run_id",
+            "step_id",
+            "object_key",
+            unique=True,
+        ),
         # History pages: newest first per user, optionally narrowed by flow or status.
         _partial("ix_generations_history", "user_id", "created_at", "id", where=_LIVE),
-        _partial("ix_generations_history_flow", "user_id", "flow_slug", "created_at", "id",
-                 where=_LIVE),
-        _partial("ix_generations_history_status", "user_id", "status", "created_at", "id",
-                 where=_LIVE),
+        _partial(
+            "ix_generations_history_flow", "user_id", "flow_slug", "created_at", "id", where=_LIVE
+        ),
+        _partial(
+            "ix_generations_history_status", "user_id", "status", "created_at", "id", where=_LIVE
+        ),
         _partial("ix_generations_trash", "user_id", "created_at", "id", where=_TRASHED),
         _partial("ix_generations_purge", "deleted_at", where=_TRASHED),
         # A step's candidates (also serves the run_id / step_id history filters).
         Index("ix_generations_step", "run_id", "step_id", "created_at", "id"),
         Index("ix_generations_batch", "batch_id", "batch_index"),
         # The queue: claimable rows, expired leases, and per-user running counts.
-        _partial("ix_generations_queue", "next_attempt_at", "id",
-                 where=text("status = 'pending'")),
+        _partial("ix_generations_queue", "next_attempt_at", "id", where=text("status = 'pending'")),
         _partial("ix_generations_leases", "lease_expires_at", where=text("status = 'running'")),
         _partial("ix_generations_running_user", "user_id", where=text("status = 'running'")),
-        _partial("uq_generations_idempotency", "user_id", "idempotency_key", "batch_index",
-                 where=text("idempotency_key IS NOT NULL"), unique=True),
+        _partial(
+            "uq_generations_idempotency",
+            "user_id",
+            "idempotency_key",
+            "batch_index",
+            where=text("idempotency_key IS NOT NULL"),
+            unique=True,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)

@@ -35,7 +35,10 @@ def with_adoption(query: Any) -> Any:
 
 
 async def get_owned(
-    db: AsyncSession, *, user_id: uuid.UUID, generation_id: uuid.UUID,
+    db: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    generation_id: uuid.UUID,
     include_deleted: bool = False,
 ) -> tuple[Generation, bool] | None:
     query = with_adoption(select(Generation)).where(
@@ -61,9 +64,7 @@ async def get_many_with_adoption(
     return [by_id[i] for i in generation_ids if i in by_id]
 
 
-async def by_idempotency_key(
-    db: AsyncSession, *, user_id: uuid.UUID, key: str
-) -> list[Generation]:
+async def by_idempotency_key(db: AsyncSession, *, user_id: uuid.UUID, key: str) -> list[Generation]:
     return list(
         await db.scalars(
             select(Generation)
@@ -86,8 +87,13 @@ async def find_by_object_key(
 
 
 async def list_step_candidates(
-    db: AsyncSession, *, run_id: uuid.UUID, step_id: str, statuses: Sequence[str],
-    after: Position | None, limit: int,
+    db: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    step_id: str,
+    statuses: Sequence[str],
+    after: Position | None,
+    limit: int,
 ) -> list[tuple[Generation, bool]]:
     query = with_adoption(select(Generation)).where(
         Generation.run_id == run_id,
@@ -156,7 +162,12 @@ RETURNING id
 
 
 async def claim_pending(
-    db: AsyncSession, *, owner: str, limit: int, per_user: int, now: datetime,
+    db: AsyncSession,
+    *,
+    owner: str,
+    limit: int,
+    per_user: int,
+    now: datetime,
     lease: timedelta,
 ) -> list[Generation]:
     """Claim up to `limit` due pending rows in one atomic statement, respecting the per-user cap.
@@ -192,8 +203,9 @@ async def extend_leases(
         return set()
     result = await db.execute(
         update(Generation)
-        .where(Generation.id.in_(ids), Generation.lease_owner == owner,
-               Generation.status == RUNNING)
+        .where(
+            Generation.id.in_(ids), Generation.lease_owner == owner, Generation.status == RUNNING
+        )
         .values(lease_expires_at=until)
         .returning(Generation.id)
     )
@@ -206,8 +218,11 @@ async def update_if_leased(
     """Apply `values` only while the row is running under our lease; None if we lost it."""
     result = await db.execute(
         update(Generation)
-        .where(Generation.id == generation_id, Generation.lease_owner == owner,
-               Generation.status == RUNNING)
+        .where(
+            Generation.id == generation_id,
+            Generation.lease_owner == owner,
+            Generation.status == RUNNING,
+        )
         .values(**values)
         .returning(Generation.id)
     )
@@ -279,15 +294,23 @@ def _search_condition(dialect: str, words: Sequence[str]) -> Any:
             tsquery=query
         )
     match = " ".join(f'"{w}"*' for w in words)
-    matching = text(
-        "SELECT s.generation_id FROM generations_fts f "
-        "JOIN generation_search s ON s.rowid = f.rowid WHERE generations_fts MATCH :fts"
-    ).bindparams(fts=match).columns(generation_id=Generation.__table__.c.id.type)
+    matching = (
+        text(
+            "SELECT s.generation_id FROM generations_fts f "
+            "JOIN generation_search s ON s.rowid = f.rowid WHERE generations_fts MATCH :fts"
+        )
+        .bindparams(fts=match)
+        .columns(generation_id=Generation.__table__.c.id.type)
+    )
     return Generation.id.in_(matching)
 
 
 async def history_page(
-    db: AsyncSession, *, user_id: uuid.UUID, filters: HistoryFilters, after: Position | None,
+    db: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    filters: HistoryFilters,
+    after: Position | None,
     limit: int,
 ) -> list[tuple[Generation, bool]]:
     query = with_adoption(select(Generation)).where(Generation.user_id == user_id)
@@ -311,7 +334,10 @@ async def history_page(
         query = query.where(RunStep.adopted_generation_id == Generation.id)
     elif filters.adopted is False:
         query = query.where(
-            or_(RunStep.adopted_generation_id.is_(None), RunStep.adopted_generation_id != Generation.id)
+            or_(
+                RunStep.adopted_generation_id.is_(None),
+                RunStep.adopted_generation_id != Generation.id,
+            )
         )
     if filters.words:
         query = query.where(_search_condition(db.get_bind().dialect.name, filters.words))

@@ -56,20 +56,32 @@ def parse_statuses(raw: str | None) -> list[str]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=GenerateResponse,
     responses={
-        200: {"description": "Prefer: wait=N and every generation finished in time",
-              "model": GenerateResponse},
+        200: {
+            "description": "Prefer: wait=N and every generation finished in time",
+            "model": GenerateResponse,
+        },
         404: {"description": "not_found: no such run or step"},
         409: {"description": "step_not_ready, or idempotency_key_reused"},
     },
 )
 async def generate(
-    run_id: uuid.UUID, step_id: str, body: GenerateBody, response: Response, user: CurrentUser,
-    db: SessionDep, ctx: ContextDep,
+    run_id: uuid.UUID,
+    step_id: str,
+    body: GenerateBody,
+    response: Response,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
     idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
     prefer: str | None = Header(None),
 ) -> GenerateResponse:
     rows = await service.request_generations(
-        db, bus=ctx.bus, user=user, run_id=run_id, step_id=step_id, body=body,
+        db,
+        bus=ctx.bus,
+        user=user,
+        run_id=run_id,
+        step_id=step_id,
+        body=body,
         idempotency_key=idempotency_key,
     )
     ids = [g.id for g in rows]
@@ -77,8 +89,9 @@ async def generate(
     if wait:
         # The wait needs the rows visible to the worker: this request's work is done, commit it.
         await db.commit()
-        await service.wait_for_terminal(ctx.sessions, bus=ctx.bus, run_id=run_id, ids=ids,
-                                        timeout=wait)
+        await service.wait_for_terminal(
+            ctx.sessions, bus=ctx.bus, run_id=run_id, ids=ids, timeout=wait
+        )
         response.headers["Preference-Applied"] = f"wait={wait:g}"
     found = await repository.get_many_with_adoption(db, ids)
     if wait and all(GenerationStatus(g.status).is_terminal for g, _ in found):
@@ -86,39 +99,72 @@ async def generate(
     return GenerateResponse(generations=[to_read(g, adopted=a) for g, a in found])
 
 
-@router.get("/steps/{step_id}/assets", response_model=CandidateList,
-            responses={404: {"description": "not_found"}, 400: {"description": "invalid_cursor"}})
+@router.get(
+    "/steps/{step_id}/assets",
+    response_model=CandidateList,
+    responses={404: {"description": "not_found"}, 400: {"description": "invalid_cursor"}},
+)
 async def list_assets(
-    run_id: uuid.UUID, step_id: str, user: CurrentUser, db: SessionDep, ctx: ContextDep,
+    run_id: uuid.UUID,
+    step_id: str,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
     limit: LimitDep,
-    status_filter: str | None = Query(None, alias="status", max_length=100,
-                                      description="One status or several, comma-separated."),
+    status_filter: str | None = Query(
+        None, alias="status", max_length=100, description="One status or several, comma-separated."
+    ),
     cursor: str | None = Query(None, max_length=512),
 ) -> CandidateList:
     rows, next_cursor, adopted_id = await service.list_candidates(
-        db, user=user, codec=ctx.cursors, run_id=run_id, step_id=step_id,
-        statuses=parse_statuses(status_filter), cursor=cursor, limit=limit,
+        db,
+        user=user,
+        codec=ctx.cursors,
+        run_id=run_id,
+        step_id=step_id,
+        statuses=parse_statuses(status_filter),
+        cursor=cursor,
+        limit=limit,
     )
-    return CandidateList(items=[to_read(g, adopted=a) for g, a in rows],
-                         next_cursor=next_cursor, adopted_generation_id=adopted_id)
+    return CandidateList(
+        items=[to_read(g, adopted=a) for g, a in rows],
+        next_cursor=next_cursor,
+        adopted_generation_id=adopted_id,
+    )
 
 
 @router.post(
     "/steps/{step_id}/assets",
     status_code=status.HTTP_201_CREATED,
     response_model=GenerationRead,
-    responses={200: {"description": "the same image was already a candidate here",
-                     "model": GenerationRead},
-               404: {"description": "not_found"}, 413: {"description": "payload_too_large"},
-               415: {"description": "unsupported_media_type"}},
+    responses={
+        200: {
+            "description": "the same image was already a candidate here",
+            "model": GenerationRead,
+        },
+        404: {"description": "not_found"},
+        413: {"description": "payload_too_large"},
+        415: {"description": "unsupported_media_type"},
+    },
 )
 async def upload_asset(
-    run_id: uuid.UUID, step_id: str, response: Response, user: CurrentUser, db: SessionDep,
-    ctx: ContextDep, file: UploadFile = File(...),
+    run_id: uuid.UUID,
+    step_id: str,
+    response: Response,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
+    file: UploadFile = File(...),
 ) -> GenerationRead:
     data = await file.read(service.MAX_UPLOAD_BYTES + 1)
     generation, created = await service.upload_candidate(
-        db, bus=ctx.bus, store=ctx.store, user=user, run_id=run_id, step_id=step_id, data=data,
+        db,
+        bus=ctx.bus,
+        store=ctx.store,
+        user=user,
+        run_id=run_id,
+        step_id=step_id,
+        data=data,
         filename=file.filename,
     )
     if not created:
@@ -130,13 +176,18 @@ async def upload_asset(
 @router.get(
     "/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}},
-                     "description": "one `generation` event per status change (the generation as "
-                              "JSON) and an `adoption` event when a step's adoption changes"},
-               404: {"description": "not_found"}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "one `generation` event per status change (the generation as "
+            "JSON) and an `adoption` event when a step's adoption changes",
+        },
+        404: {"description": "not_found"},
+    },
 )
-async def run_events(run_id: uuid.UUID, request: Request, user: CurrentUser, db: SessionDep,
-                     ctx: ContextDep) -> StreamingResponse:
+async def run_events(
+    run_id: uuid.UUID, request: Request, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> StreamingResponse:
     await runs_service.get_owned_run(db, user=user, run_id=run_id)
     subscription = ctx.bus.subscribe(run_id)
 
@@ -162,6 +213,7 @@ async def run_events(run_id: uuid.UUID, request: Request, user: CurrentUser, db:
             subscription.close()
 
     return StreamingResponse(
-        stream(), media_type="text/event-stream",
+        stream(),
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

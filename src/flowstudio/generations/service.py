@@ -69,9 +69,16 @@ async def _transition(
 
 # -- requesting --------------------------------------------------------------------------------
 
+
 async def request_generations(
-    db: AsyncSession, *, bus: EventBus, user: User, run_id: uuid.UUID, step_id: str,
-    body: GenerateBody, idempotency_key: str | None,
+    db: AsyncSession,
+    *,
+    bus: EventBus,
+    user: User,
+    run_id: uuid.UUID,
+    step_id: str,
+    body: GenerateBody,
+    idempotency_key: str | None,
 ) -> list[Generation]:
     """Insert `count` pending rows (one batch) in the caller's transaction."""
     if idempotency_key is not None:
@@ -96,7 +103,8 @@ async def request_generations(
     else:
         try:
             prompt = render_prompt(
-                step, inputs=run.inputs,
+                step,
+                inputs=run.inputs,
                 upstream_prompts={s: g.prompt for s, g in adopted.items()},
             )
         except PromptRenderError as exc:
@@ -104,8 +112,12 @@ async def request_generations(
     if not prompt:
         raise ValidationFailed("The prompt is empty; fill in the run inputs or send a prompt.")
     inputs = [
-        {"step_id": s, "generation_id": str(adopted[s].id), "object_key": adopted[s].object_key,
-         "mime": adopted[s].mime}
+        {
+            "step_id": s,
+            "generation_id": str(adopted[s].id),
+            "object_key": adopted[s].object_key,
+            "mime": adopted[s].mime,
+        }
         for s in step.image_inputs
     ]
     temperature = body.temperature if body.temperature is not None else step.temperature
@@ -127,8 +139,13 @@ async def request_generations(
                 source="generated",
                 status=GenerationStatus.PENDING.value,
                 prompt=prompt,
-                params={"width": step.width, "height": step.height, "kind": str(step.kind),
-                        "options": dict(step.options), "inputs": inputs},
+                params={
+                    "width": step.width,
+                    "height": step.height,
+                    "kind": str(step.kind),
+                    "options": dict(step.options),
+                    "inputs": inputs,
+                },
                 temperature=temperature,
                 seed=seed,
                 provider=step.provider,
@@ -185,9 +202,17 @@ async def wait_for_terminal(
 
 # -- candidates --------------------------------------------------------------------------------
 
+
 async def list_candidates(
-    db: AsyncSession, *, user: User, codec: CursorCodec, run_id: uuid.UUID, step_id: str,
-    statuses: Sequence[str], cursor: str | None, limit: int,
+    db: AsyncSession,
+    *,
+    user: User,
+    codec: CursorCodec,
+    run_id: uuid.UUID,
+    step_id: str,
+    statuses: Sequence[str],
+    cursor: str | None,
+    limit: int,
 ) -> tuple[list[tuple[Generation, bool]], str | None, uuid.UUID | None]:
     run = await runs_service.get_owned_run(db, user=user, run_id=run_id)
     runs_service.step_of(run, step_id)
@@ -206,8 +231,15 @@ async def list_candidates(
 
 
 async def upload_candidate(
-    db: AsyncSession, *, bus: EventBus, store: ObjectStore, user: User, run_id: uuid.UUID,
-    step_id: str, data: bytes, filename: str | None,
+    db: AsyncSession,
+    *,
+    bus: EventBus,
+    store: ObjectStore,
+    user: User,
+    run_id: uuid.UUID,
+    step_id: str,
+    data: bytes,
+    filename: str | None,
 ) -> tuple[Generation, bool]:
     """Store an uploaded image as a succeeded candidate. Same bytes, same step → same asset.
 
@@ -221,24 +253,46 @@ async def upload_candidate(
         image = await asyncio.to_thread(process_image, data)
     except UnsupportedImage as exc:
         raise UnsupportedMedia(f"Upload a PNG, JPEG or WebP image ({exc}).") from None
-    key = upload_object_key(user_id=user.id, run_id=run.id, step_id=step.id,
-                            sha256_hex=image.sha256, ext=image.ext)
-    existing = await repository.find_by_object_key(db, run_id=run.id, step_id=step.id,
-                                                   object_key=key)
+    key = upload_object_key(
+        user_id=user.id, run_id=run.id, step_id=step.id, sha256_hex=image.sha256, ext=image.ext
+    )
+    existing = await repository.find_by_object_key(
+        db, run_id=run.id, step_id=step.id, object_key=key
+    )
     if existing is not None:
         if existing.deleted_at is not None:  # uploading it again takes it out of the trash
             await _transition(db, bus, existing, {"deleted_at": None})
         return existing, False
     now = utcnow()
     generation = Generation(
-        id=uuid7(), user_id=user.id, run_id=run.id, step_id=step.id, flow_slug=run.flow_slug,
-        batch_id=uuid7(), batch_index=0, source="upload",
+        id=uuid7(),
+        user_id=user.id,
+        run_id=run.id,
+        step_id=step.id,
+        flow_slug=run.flow_slug,
+        batch_id=uuid7(),
+        batch_index=0,
+        source="upload",
         status=GenerationStatus.SUCCEEDED.value,
-        prompt=(filename or "upload")[:255], params={"filename": filename}, temperature=None,
-        seed=None, provider="upload", model="upload", object_key=key,
-        thumbnail_key=thumbnail_key(key), mime=image.mime, width=image.width,
-        height=image.height, size_bytes=image.size_bytes, sha256=image.sha256, output={},
-        attempts=0, next_attempt_at=now, created_at=now, started_at=now, finished_at=now,
+        prompt=(filename or "upload")[:255],
+        params={"filename": filename},
+        temperature=None,
+        seed=None,
+        provider="upload",
+        model="upload",
+        object_key=key,
+        thumbnail_key=thumbnail_key(key),
+        mime=image.mime,
+        width=image.width,
+        height=image.height,
+        size_bytes=image.size_bytes,
+        sha256=image.sha256,
+        output={},
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        started_at=now,
+        finished_at=now,
         updated_at=now,
     )
     try:
@@ -247,8 +301,9 @@ async def upload_candidate(
             await db.flush()
     except IntegrityError:
         # The same bytes were uploaded concurrently; theirs is the asset.
-        existing = await repository.find_by_object_key(db, run_id=run.id, step_id=step.id,
-                                                       object_key=key)
+        existing = await repository.find_by_object_key(
+            db, run_id=run.id, step_id=step.id, object_key=key
+        )
         if existing is None:
             raise
         return existing, False
@@ -266,8 +321,9 @@ async def upload_candidate(
 
 # -- worker transitions ------------------------------------------------------------------------
 
+
 def retry_delay(attempt: int, retry_after: float | None) -> timedelta:
-    """Exponential backoff with jitter (1 s, 2 s, 4 s … capped at 60 s), or what the provider said."""
+    """Exponential backoff with jitter (1, 2, 4 … at most 60 s), or what the provider asked for."""
     if retry_after is not None:
         return timedelta(seconds=min(max(retry_after, 0.0), 600.0))
     base = min(2 ** max(attempt - 1, 0), 60)
@@ -275,7 +331,13 @@ def retry_delay(attempt: int, retry_after: float | None) -> timedelta:
 
 
 async def claim(
-    db: AsyncSession, *, bus: EventBus, owner: str, limit: int, per_user: int, lease: timedelta,
+    db: AsyncSession,
+    *,
+    bus: EventBus,
+    owner: str,
+    limit: int,
+    per_user: int,
+    lease: timedelta,
 ) -> list[Generation]:
     rows = await repository.claim_pending(
         db, owner=owner, limit=limit, per_user=per_user, now=utcnow(), lease=lease
@@ -286,7 +348,11 @@ async def claim(
 
 
 async def finish_succeeded(
-    db: AsyncSession, *, bus: EventBus, generation_id: uuid.UUID, owner: str,
+    db: AsyncSession,
+    *,
+    bus: EventBus,
+    generation_id: uuid.UUID,
+    owner: str,
     values: dict[str, Any],
 ) -> Generation | None:
     now = utcnow()
@@ -309,23 +375,40 @@ async def finish_succeeded(
 
 
 async def finish_failed(
-    db: AsyncSession, *, bus: EventBus, generation_id: uuid.UUID, owner: str, code: str,
-    message: str, retryable: bool, retry_after: float | None, max_attempts: int,
+    db: AsyncSession,
+    *,
+    bus: EventBus,
+    generation_id: uuid.UUID,
+    owner: str,
+    code: str,
+    message: str,
+    retryable: bool,
+    retry_after: float | None,
+    max_attempts: int,
     provider_request_id: str | None = None,
 ) -> Generation | None:
     """Fail the row — or, for a retryable error with attempts left, return it to pending."""
     now = utcnow()
     generation = await repository.update_if_leased(
-        db, generation_id=generation_id, owner=owner,
-        values={"lease_owner": None, "lease_expires_at": None, "updated_at": now,
-                "error_code": code, "error_message": message[:2000]},
+        db,
+        generation_id=generation_id,
+        owner=owner,
+        values={
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "error_code": code,
+            "error_message": message[:2000],
+        },
     )
     if generation is None:
         return None
     values: dict[str, Any]
     if retryable and generation.attempts < max_attempts:
-        values = {"status": GenerationStatus.PENDING.value,
-                  "next_attempt_at": now + retry_delay(generation.attempts, retry_after)}
+        values = {
+            "status": GenerationStatus.PENDING.value,
+            "next_attempt_at": now + retry_delay(generation.attempts, retry_after),
+        }
     else:
         values = {"status": GenerationStatus.FAILED.value, "finished_at": now}
     if provider_request_id:
@@ -340,15 +423,22 @@ async def release(
 ) -> Generation | None:
     """Give a claimed row back untouched (graceful shutdown); the attempt does not count."""
     generation = await repository.update_if_leased(
-        db, generation_id=generation_id, owner=owner,
+        db,
+        generation_id=generation_id,
+        owner=owner,
         values={"lease_owner": None, "lease_expires_at": None},
     )
     if generation is not None:
-        await _transition(db, bus, generation, {
-            "status": GenerationStatus.PENDING.value,
-            "attempts": max(generation.attempts - 1, 0),
-            "next_attempt_at": utcnow(),
-        })
+        await _transition(
+            db,
+            bus,
+            generation,
+            {
+                "status": GenerationStatus.PENDING.value,
+                "attempts": max(generation.attempts - 1, 0),
+                "next_attempt_at": utcnow(),
+            },
+        )
     return generation
 
 
@@ -364,7 +454,9 @@ async def recover_expired_leases(
             values.update(status=GenerationStatus.PENDING.value, next_attempt_at=now)
         else:
             values.update(
-                status=GenerationStatus.FAILED.value, finished_at=now, error_code="worker_lost",
+                status=GenerationStatus.FAILED.value,
+                finished_at=now,
+                error_code="worker_lost",
                 error_message="The worker running this generation stopped responding.",
             )
         await _transition(db, bus, generation, values)
@@ -383,6 +475,7 @@ async def get_generation(
 
 
 # -- deleting ----------------------------------------------------------------------------------
+
 
 async def delete_run(
     db: AsyncSession, *, bus: EventBus, user: User, run_id: uuid.UUID

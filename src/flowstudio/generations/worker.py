@@ -109,8 +109,12 @@ class Worker:
                 try:
                     async with self.ctx.sessions() as db:
                         claimed = await service.claim(
-                            db, bus=self.bus, owner=self.owner, limit=free,
-                            per_user=settings.per_user_concurrency, lease=self.lease,
+                            db,
+                            bus=self.bus,
+                            owner=self.owner,
+                            limit=free,
+                            per_user=settings.per_user_concurrency,
+                            lease=self.lease,
                         )
                         await db.commit()
                 except Exception:  # the database may be restarting; try again shortly
@@ -178,23 +182,40 @@ class Worker:
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 async with self.ctx.sessions() as db:
-                    await service.release(db, bus=self.bus, generation_id=generation.id,
-                                          owner=self.owner)
+                    await service.release(
+                        db, bus=self.bus, generation_id=generation.id, owner=self.owner
+                    )
                     await db.commit()
             raise
         except Exception:
             log.exception("generation %s failed unexpectedly", generation.id)
-            await self._fail(generation, code="internal_error", retryable=False,
-                             message="FlowStudio failed while processing this generation.")
+            await self._fail(
+                generation,
+                code="internal_error",
+                retryable=False,
+                message="FlowStudio failed while processing this generation.",
+            )
 
     async def _fail(
-        self, generation: Generation, *, code: str, message: str, retryable: bool,
-        retry_after: float | None = None, provider_request_id: str | None = None,
+        self,
+        generation: Generation,
+        *,
+        code: str,
+        message: str,
+        retryable: bool,
+        retry_after: float | None = None,
+        provider_request_id: str | None = None,
     ) -> None:
         async with self.ctx.sessions() as db:
             await service.finish_failed(
-                db, bus=self.bus, generation_id=generation.id, owner=self.owner, code=code,
-                message=message, retryable=retryable, retry_after=retry_after,
+                db,
+                bus=self.bus,
+                generation_id=generation.id,
+                owner=self.owner,
+                code=code,
+                message=message,
+                retryable=retryable,
+                retry_after=retry_after,
                 max_attempts=self.ctx.settings.max_attempts,
                 provider_request_id=provider_request_id,
             )
@@ -208,25 +229,42 @@ class Worker:
         try:
             provider = self.ctx.providers.get(generation.provider)
         except UnknownProvider:
-            await self._fail(generation, code="invalid_request", retryable=False,
-                             message=f"The provider '{generation.provider}' is not configured.")
+            await self._fail(
+                generation,
+                code="invalid_request",
+                retryable=False,
+                message=f"The provider '{generation.provider}' is not configured.",
+            )
             return
         params = generation.params or {}
         try:
-            input_images = tuple([
-                InputImage(data=await store.get(item["object_key"]), mime=item.get("mime") or "",
-                           step_id=item.get("step_id"))
-                for item in params.get("inputs", [])
-            ])
+            input_images = tuple(
+                [
+                    InputImage(
+                        data=await store.get(item["object_key"]),
+                        mime=item.get("mime") or "",
+                        step_id=item.get("step_id"),
+                    )
+                    for item in params.get("inputs", [])
+                ]
+            )
         except StorageError as exc:
-            await self._fail(generation, code="storage_error", retryable=False,
-                             message=f"An input image could not be read: {exc}")
+            await self._fail(
+                generation,
+                code="storage_error",
+                retryable=False,
+                message=f"An input image could not be read: {exc}",
+            )
             return
         request = GenerationRequest(
-            prompt=generation.prompt, model=generation.model,
-            width=int(params.get("width", 1024)), height=int(params.get("height", 1024)),
-            seed=generation.seed, temperature=generation.temperature,
-            input_images=input_images, options=params.get("options") or {},
+            prompt=generation.prompt,
+            model=generation.model,
+            width=int(params.get("width", 1024)),
+            height=int(params.get("height", 1024)),
+            seed=generation.seed,
+            temperature=generation.temperature,
+            input_images=input_images,
+            options=params.get("options") or {},
         )
         timings["inputs_ms"] = _ms(started)
         mark = time.perf_counter()
@@ -237,28 +275,42 @@ class Worker:
             error = ProviderTimeout(
                 f"The provider did not answer within {settings.provider_timeout_seconds:g} s."
             )
-            await self._fail(generation, code=error.code, message=error.message,
-                             retryable=error.retryable)
+            await self._fail(
+                generation, code=error.code, message=error.message, retryable=error.retryable
+            )
             return
         except ProviderError as error:
-            await self._fail(generation, code=error.code, message=error.message,
-                             retryable=error.retryable, retry_after=error.retry_after,
-                             provider_request_id=error.provider_request_id)
+            await self._fail(
+                generation,
+                code=error.code,
+                message=error.message,
+                retryable=error.retryable,
+                retry_after=error.retry_after,
+                provider_request_id=error.provider_request_id,
+            )
             return
         timings["provider_ms"] = _ms(mark)
         mark = time.perf_counter()
         try:
             image = await asyncio.to_thread(process_image, result.image)
         except UnsupportedImage as exc:
-            await self._fail(generation, code="provider_error", retryable=False,
-                             message=f"The provider returned an unusable image: {exc}",
-                             provider_request_id=result.provider_request_id)
+            await self._fail(
+                generation,
+                code="provider_error",
+                retryable=False,
+                message=f"The provider returned an unusable image: {exc}",
+                provider_request_id=result.provider_request_id,
+            )
             return
         timings["processing_ms"] = _ms(mark)
         mark = time.perf_counter()
-        key = generation_object_key(user_id=generation.user_id, run_id=generation.run_id,
-                                    step_id=generation.step_id, generation_id=generation.id,
-                                    ext=image.ext)
+        key = generation_object_key(
+            user_id=generation.user_id,
+            run_id=generation.run_id,
+            step_id=generation.step_id,
+            generation_id=generation.id,
+            ext=image.ext,
+        )
         thumb = thumbnail_key(key)
         # Both puts settle before we look at the outcome, so a cleanup never races a write.
         outcomes = await asyncio.gather(
@@ -274,20 +326,32 @@ class Worker:
                 await store.delete_many([key, thumb])
             if unexpected:
                 raise unexpected[0]
-            await self._fail(generation, code="storage_error", retryable=False,
-                             message=f"The image could not be stored: {failures[0]}",
-                             provider_request_id=result.provider_request_id)
+            await self._fail(
+                generation,
+                code="storage_error",
+                retryable=False,
+                message=f"The image could not be stored: {failures[0]}",
+                provider_request_id=result.provider_request_id,
+            )
             return
         timings["storage_ms"] = _ms(mark)
         timings["total_ms"] = _ms(started)
         async with self.ctx.sessions() as db:
             finished = await service.finish_succeeded(
-                db, bus=self.bus, generation_id=generation.id, owner=self.owner,
+                db,
+                bus=self.bus,
+                generation_id=generation.id,
+                owner=self.owner,
                 values={
-                    "object_key": key, "thumbnail_key": thumb, "mime": image.mime,
-                    "width": image.width, "height": image.height,
-                    "size_bytes": image.size_bytes, "sha256": image.sha256,
-                    "provider_request_id": result.provider_request_id, "model": result.model,
+                    "object_key": key,
+                    "thumbnail_key": thumb,
+                    "mime": image.mime,
+                    "width": image.width,
+                    "height": image.height,
+                    "size_bytes": image.size_bytes,
+                    "sha256": image.sha256,
+                    "provider_request_id": result.provider_request_id,
+                    "model": result.model,
                     "output": {"provider": result.metadata, "timings": timings},
                 },
             )

@@ -23,7 +23,11 @@ async def get_owned_run(
 
 
 async def list_runs(
-    db: AsyncSession, *, user_id: uuid.UUID, after: Position | None, limit: int,
+    db: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    after: Position | None,
+    limit: int,
     flow_slug: str | None = None,
 ) -> list[Run]:
     query = select(Run).where(Run.user_id == user_id, Run.deleted_at.is_(None))
@@ -46,7 +50,11 @@ async def get_run_step(db: AsyncSession, run_id: uuid.UUID, step_id: str) -> Run
 
 
 async def set_adoption(
-    db: AsyncSession, *, run_id: uuid.UUID, step_id: str, generation_id: uuid.UUID | None,
+    db: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    step_id: str,
+    generation_id: uuid.UUID | None,
     now: datetime,
 ) -> None:
     await db.execute(
@@ -75,9 +83,7 @@ async def invalidate_steps(
     return list(result.scalars())
 
 
-async def steps_adopting(
-    db: AsyncSession, generation_ids: Sequence[uuid.UUID]
-) -> list[RunStep]:
+async def steps_adopting(db: AsyncSession, generation_ids: Sequence[uuid.UUID]) -> list[RunStep]:
     if not generation_ids:
         return []
     return list(

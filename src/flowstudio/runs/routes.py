@@ -23,19 +23,30 @@ router = APIRouter(prefix="/api", tags=["runs"])
 NOT_FOUND = {404: {"description": "not_found: no such run (or not yours)"}}
 
 
-@router.post("/flows/{slug}/runs", status_code=status.HTTP_201_CREATED, response_model=RunRead,
-             responses={404: {"description": "not_found"}, 422: {"description": "validation_error"}})
-async def start_run(slug: str, body: RunCreate, user: CurrentUser, db: SessionDep,
-                    ctx: ContextDep) -> RunRead:
-    run = await service.start_run(db, flows=ctx.flows, user=user, flow_slug=slug,
-                                  inputs=body.inputs, title=body.title)
+@router.post(
+    "/flows/{slug}/runs",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunRead,
+    responses={404: {"description": "not_found"}, 422: {"description": "validation_error"}},
+)
+async def start_run(
+    slug: str, body: RunCreate, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> RunRead:
+    run = await service.start_run(
+        db, flows=ctx.flows, user=user, flow_slug=slug, inputs=body.inputs, title=body.title
+    )
     return (await service.describe_runs(db, [run]))[0]
 
 
 @router.get("/runs", response_model=RunList, responses={400: {"description": "invalid_cursor"}})
-async def list_runs(user: CurrentUser, db: SessionDep, ctx: ContextDep, limit: LimitDep,
-                    cursor: str | None = Query(None, max_length=512),
-                    flow: str | None = Query(None, max_length=64)) -> RunList:
+async def list_runs(
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
+    limit: LimitDep,
+    cursor: str | None = Query(None, max_length=512),
+    flow: str | None = Query(None, max_length=64),
+) -> RunList:
     items, next_cursor = await service.list_runs(
         db, user=user, codec=ctx.cursors, cursor=cursor, limit=limit, flow_slug=flow
     )
@@ -49,8 +60,9 @@ async def get_run(run_id: uuid.UUID, user: CurrentUser, db: SessionDep) -> RunRe
 
 
 @router.delete("/runs/{run_id}", response_model=RunDeleted, responses=NOT_FOUND)
-async def delete_run(run_id: uuid.UUID, user: CurrentUser, db: SessionDep,
-                     ctx: ContextDep) -> RunDeleted:
+async def delete_run(
+    run_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> RunDeleted:
     from flowstudio.generations import service as generations_service
 
     deleted_at, count = await generations_service.delete_run(
@@ -59,22 +71,41 @@ async def delete_run(run_id: uuid.UUID, user: CurrentUser, db: SessionDep,
     return RunDeleted(id=run_id, deleted_at=deleted_at, generations_deleted=count)
 
 
-@router.post("/runs/{run_id}/steps/{step_id}/adopt", response_model=AdoptResult,
-             responses={**NOT_FOUND, 409: {"description": "not_adoptable"}})
-async def adopt(run_id: uuid.UUID, step_id: str, body: AdoptBody, user: CurrentUser,
-                db: SessionDep, ctx: ContextDep) -> AdoptResult:
+@router.post(
+    "/runs/{run_id}/steps/{step_id}/adopt",
+    response_model=AdoptResult,
+    responses={**NOT_FOUND, 409: {"description": "not_adoptable"}},
+)
+async def adopt(
+    run_id: uuid.UUID,
+    step_id: str,
+    body: AdoptBody,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
+) -> AdoptResult:
     generation, invalidated = await service.adopt_candidate(
-        db, user=user, run_id=run_id, step_id=step_id, generation_id=body.generation_id,
+        db,
+        user=user,
+        run_id=run_id,
+        step_id=step_id,
+        generation_id=body.generation_id,
         bus=ctx.bus,
     )
-    return AdoptResult(adopted_generation_id=generation.id, adopted_key=generation.object_key or "",
-                       invalidated_steps=invalidated)
+    return AdoptResult(
+        adopted_generation_id=generation.id,
+        adopted_key=generation.object_key or "",
+        invalidated_steps=invalidated,
+    )
 
 
-@router.post("/runs/{run_id}/steps/{step_id}/clear", response_model=ClearResult,
-             responses=NOT_FOUND)
-async def clear(run_id: uuid.UUID, step_id: str, user: CurrentUser, db: SessionDep,
-                ctx: ContextDep) -> ClearResult:
-    invalidated = await service.clear_adoption(db, user=user, run_id=run_id, step_id=step_id,
-                                               bus=ctx.bus)
+@router.post(
+    "/runs/{run_id}/steps/{step_id}/clear", response_model=ClearResult, responses=NOT_FOUND
+)
+async def clear(
+    run_id: uuid.UUID, step_id: str, user: CurrentUser, db: SessionDep, ctx: ContextDep
+) -> ClearResult:
+    invalidated = await service.clear_adoption(
+        db, user=user, run_id=run_id, step_id=step_id, bus=ctx.bus
+    )
     return ClearResult(invalidated_steps=invalidated)

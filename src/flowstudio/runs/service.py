@@ -49,8 +49,13 @@ def _default_title(flow: FlowDefinition, inputs: dict[str, str]) -> str:
 
 
 async def start_run(
-    db: AsyncSession, *, flows: FlowRegistry, user: User, flow_slug: str,
-    inputs: dict[str, Any], title: str | None,
+    db: AsyncSession,
+    *,
+    flows: FlowRegistry,
+    user: User,
+    flow_slug: str,
+    inputs: dict[str, Any],
+    title: str | None,
 ) -> Run:
     try:
         flow = flows.get(flow_slug)
@@ -59,9 +64,10 @@ async def start_run(
     try:
         values = flow.validate_run_inputs(inputs)
     except RunInputError as exc:
-        raise ValidationFailed(str(exc), errors=[
-            {"field": f"inputs.{e['field']}", "message": e["message"]} for e in exc.errors
-        ]) from None
+        raise ValidationFailed(
+            str(exc),
+            errors=[{"field": f"inputs.{e['field']}", "message": e["message"]} for e in exc.errors],
+        ) from None
     now = utcnow()
     run = Run(
         user_id=user.id,
@@ -147,8 +153,9 @@ async def describe_runs(db: AsyncSession, runs: Sequence[Run]) -> list[RunRead]:
                     height=step.height,
                     adopted_generation_id=generation.id if generation else None,
                     adopted=to_read(generation, adopted=True) if generation else None,
-                    candidate_counts={s.value: step_counts.get(s.value, 0)
-                                      for s in GenerationStatus},
+                    candidate_counts={
+                        s.value: step_counts.get(s.value, 0) for s in GenerationStatus
+                    },
                     candidates=sum(step_counts.values()),
                     ready=not waiting,
                     waiting_for=waiting,
@@ -171,7 +178,12 @@ async def describe_runs(db: AsyncSession, runs: Sequence[Run]) -> list[RunRead]:
 
 
 async def list_runs(
-    db: AsyncSession, *, user: User, codec: CursorCodec, cursor: str | None, limit: int,
+    db: AsyncSession,
+    *,
+    user: User,
+    codec: CursorCodec,
+    cursor: str | None,
+    limit: int,
     flow_slug: str | None = None,
 ) -> tuple[list[RunRead], str | None]:
     after = codec.decode(cursor, scope="runs") if cursor else None
@@ -188,6 +200,7 @@ async def list_runs(
 
 # -- adoption ---------------------------------------------------------------------------------
 
+
 async def _invalidate_downstream(
     db: AsyncSession, *, run: Run, step_id: str, now: datetime
 ) -> list[str]:
@@ -196,22 +209,37 @@ async def _invalidate_downstream(
 
 
 async def _emit_adoption(
-    db: AsyncSession, bus: EventBus | None, *, run: Run, step_id: str,
-    generation_id: uuid.UUID | None, invalidated: list[str],
+    db: AsyncSession,
+    bus: EventBus | None,
+    *,
+    run: Run,
+    step_id: str,
+    generation_id: uuid.UUID | None,
+    invalidated: list[str],
 ) -> None:
     """An `adoption` event tells other tabs and instances that the run's adoptions changed."""
     if bus is None:
         return
-    await bus.emit(db, {
-        "event": "adoption", "run_id": str(run.id), "user_id": str(run.user_id),
-        "step_id": step_id,
-        "adopted_generation_id": str(generation_id) if generation_id else None,
-        "invalidated_steps": invalidated,
-    })
+    await bus.emit(
+        db,
+        {
+            "event": "adoption",
+            "run_id": str(run.id),
+            "user_id": str(run.user_id),
+            "step_id": step_id,
+            "adopted_generation_id": str(generation_id) if generation_id else None,
+            "invalidated_steps": invalidated,
+        },
+    )
 
 
 async def adopt_candidate(
-    db: AsyncSession, *, user: User, run_id: uuid.UUID, step_id: str, generation_id: uuid.UUID,
+    db: AsyncSession,
+    *,
+    user: User,
+    run_id: uuid.UUID,
+    step_id: str,
+    generation_id: uuid.UUID,
     bus: EventBus | None = None,
 ) -> tuple[Generation, list[str]]:
     # Locking the run row serializes concurrent adoptions within a run (PostgreSQL); SQLite
@@ -234,13 +262,18 @@ async def adopt_candidate(
         )
         invalidated = await _invalidate_downstream(db, run=run, step_id=step_id, now=now)
         await repository.touch_run(db, run.id, now)
-        await _emit_adoption(db, bus, run=run, step_id=step_id, generation_id=generation.id,
-                             invalidated=invalidated)
+        await _emit_adoption(
+            db, bus, run=run, step_id=step_id, generation_id=generation.id, invalidated=invalidated
+        )
     return generation, invalidated
 
 
 async def clear_adoption(
-    db: AsyncSession, *, user: User, run_id: uuid.UUID, step_id: str,
+    db: AsyncSession,
+    *,
+    user: User,
+    run_id: uuid.UUID,
+    step_id: str,
     bus: EventBus | None = None,
 ) -> list[str]:
     run = await get_owned_run(db, user=user, run_id=run_id, for_update=True)
@@ -249,17 +282,22 @@ async def clear_adoption(
     now = utcnow()
     invalidated: list[str] = []
     if run_step is not None and run_step.adopted_generation_id is not None:
-        await repository.set_adoption(db, run_id=run.id, step_id=step_id, generation_id=None,
-                                      now=now)
+        await repository.set_adoption(
+            db, run_id=run.id, step_id=step_id, generation_id=None, now=now
+        )
         invalidated = await _invalidate_downstream(db, run=run, step_id=step_id, now=now)
         await repository.touch_run(db, run.id, now)
-        await _emit_adoption(db, bus, run=run, step_id=step_id, generation_id=None,
-                             invalidated=invalidated)
+        await _emit_adoption(
+            db, bus, run=run, step_id=step_id, generation_id=None, invalidated=invalidated
+        )
     return invalidated
 
 
 async def release_adoptions_of(
-    db: AsyncSession, *, generation_ids: Sequence[uuid.UUID], runs: dict[uuid.UUID, Run],
+    db: AsyncSession,
+    *,
+    generation_ids: Sequence[uuid.UUID],
+    runs: dict[uuid.UUID, Run],
     bus: EventBus | None = None,
 ) -> dict[uuid.UUID, list[str]]:
     """Deleted generations lose their adoption; their downstream steps are invalidated.
@@ -273,10 +311,12 @@ async def release_adoptions_of(
         if run is None or run_step.adopted_generation_id is None:
             continue
         generation_id = run_step.adopted_generation_id
-        await repository.set_adoption(db, run_id=run.id, step_id=run_step.step_id,
-                                      generation_id=None, now=now)
+        await repository.set_adoption(
+            db, run_id=run.id, step_id=run_step.step_id, generation_id=None, now=now
+        )
         downstream = await _invalidate_downstream(db, run=run, step_id=run_step.step_id, now=now)
         released[generation_id] = [run_step.step_id, *downstream]
-        await _emit_adoption(db, bus, run=run, step_id=run_step.step_id, generation_id=None,
-                             invalidated=downstream)
+        await _emit_adoption(
+            db, bus, run=run, step_id=run_step.step_id, generation_id=None, invalidated=downstream
+        )
     return released

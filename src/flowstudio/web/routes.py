@@ -98,41 +98,49 @@ def render(
 def flows_for_page(request: Request) -> list[dict[str, Any]]:
     flows = []
     for flow in request.app.state.ctx.flows.all():
-        flows.append({
-            "slug": flow.slug,
-            "title": flow.title,
-            "description": flow.description,
-            "inputs": [i.model_dump() for i in flow.inputs],
-            "steps": [{"id": s.id, "title": s.title, "kind": s.kind} for s in flow.steps],
-        })
+        flows.append(
+            {
+                "slug": flow.slug,
+                "title": flow.title,
+                "description": flow.description,
+                "inputs": [i.model_dump() for i in flow.inputs],
+                "steps": [{"id": s.id, "title": s.title, "kind": s.kind} for s in flow.steps],
+            }
+        )
     return flows
 
 
 # -- signing in ---------------------------------------------------------------------------------
 
+
 @router.get("/login")
-async def login_page(request: Request, principal: OptionalPrincipal,
-                     next: str | None = Query(None, max_length=2000)) -> Response:
+async def login_page(
+    request: Request, principal: OptionalPrincipal, next: str | None = Query(None, max_length=2000)
+) -> Response:
     target = safe_next(next)
     if principal is not None:
         return RedirectResponse(target, status_code=303, headers=NO_STORE)
     registration_open = request.app.state.ctx.auth.registration_open
-    return render(request, "auth.html", mode="login", next_url=target,
-                  registration_open=registration_open)
+    return render(
+        request, "auth.html", mode="login", next_url=target, registration_open=registration_open
+    )
 
 
 @router.get("/register")
-async def register_page(request: Request, principal: OptionalPrincipal,
-                        next: str | None = Query(None, max_length=2000)) -> Response:
+async def register_page(
+    request: Request, principal: OptionalPrincipal, next: str | None = Query(None, max_length=2000)
+) -> Response:
     target = safe_next(next)
     if principal is not None:
         return RedirectResponse(target, status_code=303, headers=NO_STORE)
     registration_open = request.app.state.ctx.auth.registration_open
-    return render(request, "auth.html", mode="register", next_url=target,
-                  registration_open=registration_open)
+    return render(
+        request, "auth.html", mode="register", next_url=target, registration_open=registration_open
+    )
 
 
 # -- flows and runs -----------------------------------------------------------------------------
+
 
 @router.get("/")
 async def home_page(request: Request, principal: PagePrincipal, db: SessionDep) -> Response:
@@ -140,9 +148,14 @@ async def home_page(request: Request, principal: PagePrincipal, db: SessionDep) 
     runs, next_cursor = await runs_service.list_runs(
         db, user=principal.user, codec=ctx.cursors, cursor=None, limit=RECENT_RUNS
     )
-    return render(request, "home.html", principal=principal, flows=flows_for_page(request),
-                  runs=[run.model_dump(mode="json") for run in runs],
-                  more_runs=next_cursor is not None)
+    return render(
+        request,
+        "home.html",
+        principal=principal,
+        flows=flows_for_page(request),
+        runs=[run.model_dump(mode="json") for run in runs],
+        more_runs=next_cursor is not None,
+    )
 
 
 def parse_uuid(value: str, what: str) -> uuid.UUID:
@@ -153,16 +166,18 @@ def parse_uuid(value: str, what: str) -> uuid.UUID:
 
 
 @router.get("/runs/{run_id}")
-async def run_page(run_id: str, request: Request, principal: PagePrincipal,
-                   db: SessionDep) -> Response:
-    run = await runs_service.get_owned_run(db, user=principal.user,
-                                           run_id=parse_uuid(run_id, "run"))
+async def run_page(
+    run_id: str, request: Request, principal: PagePrincipal, db: SessionDep
+) -> Response:
+    run = await runs_service.get_owned_run(
+        db, user=principal.user, run_id=parse_uuid(run_id, "run")
+    )
     [described] = await runs_service.describe_runs(db, [run])
-    return render(request, "run.html", principal=principal,
-                  run=described.model_dump(mode="json"))
+    return render(request, "run.html", principal=principal, run=described.model_dump(mode="json"))
 
 
 # -- history ------------------------------------------------------------------------------------
+
 
 @router.get("/history")
 async def history_page(request: Request, principal: PagePrincipal) -> Response:
@@ -170,23 +185,39 @@ async def history_page(request: Request, principal: PagePrincipal) -> Response:
 
 
 @router.get("/history/runs")
-async def history_by_run_page(request: Request, principal: PagePrincipal, db: SessionDep,
-                              cursor: str | None = Query(None, max_length=512),
-                              flow: str | None = Query(None, max_length=64)) -> Response:
+async def history_by_run_page(
+    request: Request,
+    principal: PagePrincipal,
+    db: SessionDep,
+    cursor: str | None = Query(None, max_length=512),
+    flow: str | None = Query(None, max_length=64),
+) -> Response:
     ctx = request.app.state.ctx
     try:
         runs, next_cursor = await runs_service.list_runs(
-            db, user=principal.user, codec=ctx.cursors, cursor=cursor or None,
-            limit=RUNS_PER_PAGE, flow_slug=flow or None,
+            db,
+            user=principal.user,
+            codec=ctx.cursors,
+            cursor=cursor or None,
+            limit=RUNS_PER_PAGE,
+            flow_slug=flow or None,
         )
     except InvalidCursor:
         return RedirectResponse(request.url.path, status_code=303, headers=NO_STORE)
-    return render(request, "history_runs.html", principal=principal,
-                  runs=[run.model_dump(mode="json") for run in runs], next_cursor=next_cursor,
-                  first_page=cursor is None, flow=flow or "", flows=flows_for_page(request))
+    return render(
+        request,
+        "history_runs.html",
+        principal=principal,
+        runs=[run.model_dump(mode="json") for run in runs],
+        next_cursor=next_cursor,
+        first_page=cursor is None,
+        flow=flow or "",
+        flows=flows_for_page(request),
+    )
 
 
 # -- settings -----------------------------------------------------------------------------------
+
 
 @router.get("/settings")
 async def settings_page(request: Request, principal: PagePrincipal) -> Response:

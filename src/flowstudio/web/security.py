@@ -6,33 +6,37 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Scripts and styles only from our own origin: no inline <script>, no inline handlers, no CDN.
 # Images may be presigned S3/R2 redirects (https:), previews use blob:/data: URLs.
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data: blob: https:",
-    "font-src 'self'",
-    "connect-src 'self'",
-    "media-src 'self'",
-    "object-src 'none'",
-    "base-uri 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob: https:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "media-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 # FastAPI's interactive API docs load Swagger UI / ReDoc from a CDN with an inline bootstrap
 # script. They are developer tools, not part of the product UI; they get a policy that lets them
 # work and nothing else is relaxed.
 API_DOCS_PATHS = ("/docs", "/redoc")
-API_DOCS_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net",
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com",
-    "img-src 'self' data: https:",
-    "font-src 'self' https://fonts.gstatic.com",
-    "worker-src 'self' blob:",
-    "frame-ancestors 'none'",
-])
+API_DOCS_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net",
+        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com",
+        "img-src 'self' data: https:",
+        "font-src 'self' https://fonts.gstatic.com",
+        "worker-src 'self' blob:",
+        "frame-ancestors 'none'",
+    ]
+)
 
 BASE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
