@@ -18,7 +18,7 @@ from flowstudio.generations.events import EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.generations.repository import HistoryFilters
 from flowstudio.generations.schemas import HistoryItem, to_read
-from flowstudio.generations.service import _transition
+from flowstudio.generations.service import record_change
 from flowstudio.pagination import CursorCodec, Position
 from flowstudio.runs import repository as runs_repository
 from flowstudio.runs import service as runs_service
@@ -148,7 +148,7 @@ async def delete_generations(
         values: dict[str, Any] = {"deleted_at": now}
         if generation.status == GenerationStatus.PENDING.value:
             values.update(status=GenerationStatus.CANCELED.value, finished_at=now)
-        await _transition(db, bus, generation, values)
+        await record_change(db, bus, generation, values)
         results.append(Deleted(generation, released.get(generation.id, []), False))
     return results, not_found
 
@@ -175,7 +175,7 @@ async def restore_generation(
         raise NotFound(NOT_FOUND)
     generation, _ = found
     if generation.deleted_at is not None:
-        await _transition(db, bus, generation, {"deleted_at": None})
+        await record_change(db, bus, generation, {"deleted_at": None})
         run = await db.get(Run, generation.run_id)
         if run is not None and run.deleted_at is not None:
             run.deleted_at = None  # restoring a generation of a deleted run brings the run back

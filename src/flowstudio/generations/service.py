@@ -4,7 +4,7 @@ pending ──claim──▶ running ──▶ succeeded
    ▲                  │   └──▶ failed (normalised code)
    └── retryable ─────┘        canceled (deleted before it ran)
 
-Every change goes through `_transition`, which also emits the `generation` event in the same
+Every change goes through `record_change`, which also emits the `generation` event in the same
 transaction.
 """
 
@@ -59,7 +59,7 @@ def _adopted_flag(generation: Generation, adopted: bool = False) -> dict[str, An
     return event_payload(generation, adopted=adopted)
 
 
-async def _transition(
+async def record_change(
     db: AsyncSession, bus: EventBus, generation: Generation, values: dict[str, Any]
 ) -> None:
     values.setdefault("updated_at", utcnow())
@@ -261,7 +261,7 @@ async def upload_candidate(
     )
     if existing is not None:
         if existing.deleted_at is not None:  # uploading it again takes it out of the trash
-            await _transition(db, bus, existing, {"deleted_at": None})
+            await record_change(db, bus, existing, {"deleted_at": None})
         return existing, False
     now = utcnow()
     generation = Generation(
@@ -414,7 +414,7 @@ async def finish_failed(
     if provider_request_id:
         values["provider_request_id"] = provider_request_id
     # update_if_leased already set lease_owner to NULL; finish with a plain update of the row.
-    await _transition(db, bus, generation, values)
+    await record_change(db, bus, generation, values)
     return generation
 
 
@@ -429,7 +429,7 @@ async def release(
         values={"lease_owner": None, "lease_expires_at": None},
     )
     if generation is not None:
-        await _transition(
+        await record_change(
             db,
             bus,
             generation,
@@ -459,7 +459,7 @@ async def recover_expired_leases(
                 error_code="worker_lost",
                 error_message="The worker running this generation stopped responding.",
             )
-        await _transition(db, bus, generation, values)
+        await record_change(db, bus, generation, values)
     return recovered
 
 
@@ -490,5 +490,5 @@ async def delete_run(
         values: dict[str, Any] = {"deleted_at": now}
         if generation.status == GenerationStatus.PENDING.value:
             values.update(status=GenerationStatus.CANCELED.value, finished_at=now)
-        await _transition(db, bus, generation, values)
+        await record_change(db, bus, generation, values)
     return now, len(generations)

@@ -18,7 +18,8 @@ from datetime import timedelta
 from typing import Any
 
 from flowstudio.context import AppContext
-from flowstudio.generations import service
+from flowstudio.db import utcnow
+from flowstudio.generations import repository, service
 from flowstudio.generations.events import EventBus
 from flowstudio.generations.models import Generation
 from flowstudio.imaging import UnsupportedImage, process_image
@@ -162,9 +163,6 @@ class Worker:
         if not ids:
             return
         async with self.ctx.sessions() as db:
-            from flowstudio.db import utcnow
-            from flowstudio.generations import repository
-
             held = await repository.extend_leases(
                 db, owner=self.owner, ids=ids, until=utcnow() + self.lease
             )
