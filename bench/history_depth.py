@@ -64,7 +64,7 @@ from flowstudio.migrate import upgrade_sync
 from flowstudio.pagination import CursorCodec, Position
 from flowstudio.runs.models import Run, RunStep
 
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=140)
 
 DATA = Path(__file__).parent / "data"
 SQLITE_PATH = DATA / "history_depth.sqlite3"

@@ -162,3 +162,22 @@ def test_cli_gc_and_export(tmp_path, monkeypatch):
     assert zipfile.is_zipfile(tmp_path / "e.zip")
     missing = runner.invoke(cli, ["export", "--user", "nobody@example.com"])
     assert missing.exit_code == 1
+
+
+async def test_deleted_run_is_purged_after_its_trash_period(app, alice):
+    from flowstudio.runs.models import Run
+
+    ctx = app.state.ctx
+    run = await start_run(alice)
+    [generation] = await generate_ok(alice, run["id"], "object")
+    assert (await alice.delete(f"/api/runs/{run['id']}")).status_code == 200
+    assert (await collect_garbage(ctx, sweep=False)).runs_purged == 0
+    async with ctx.sessions() as db:
+        past = utcnow() - timedelta(days=8)
+        await db.execute(update(Run).values(deleted_at=past))
+        await db.execute(update(Generation).values(deleted_at=past))
+        await db.commit()
+    report = await collect_garbage(ctx, sweep=False)
+    assert report.trash_purged == 1 and report.runs_purged == 1
+    assert await keys(ctx.store) == set()
+    assert (await alice.get(f"/api/history/{generation['id']}")).status_code == 404

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +23,7 @@ from flowstudio.db import utcnow
 from flowstudio.generations import repository
 from flowstudio.generations.history import purge_rows
 from flowstudio.generations.models import TERMINAL_STATUSES, Generation
-from flowstudio.runs.models import RunStep
+from flowstudio.runs.models import Run, RunStep
 from flowstudio.storage import ObjectInfo
 
 log = logging.getLogger("flowstudio.gc")
@@ -38,6 +39,7 @@ Progress = Callable[[str, int, int | None], None]  # (phase, advanced by, total 
 class GcReport:
     dry_run: bool
     trash_purged: int = 0
+    runs_purged: int = 0
     retention_trashed: int = 0
     objects_scanned: int = 0
     orphans_deleted: int = 0
@@ -67,6 +69,20 @@ async def _expired_trash(
     return list(await db.scalars(query.order_by(Generation.id).limit(limit)))
 
 
+async def _purge_empty_deleted_runs(ctx: AppContext, report: GcReport, before: datetime) -> None:
+    """Deleted runs go for good once their trash period is over and no generation is left."""
+    async with ctx.sessions() as db:
+        empty = select(Run.id).where(
+            Run.deleted_at.is_not(None), Run.deleted_at < before,
+            ~exists().where(Generation.run_id == Run.id),
+        )
+        ids = list(await db.scalars(empty))
+        if ids and not report.dry_run:
+            await db.execute(sa_delete(Run).where(Run.id.in_(ids)))
+            await db.commit()
+        report.runs_purged += len(ids)
+
+
 async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progress) -> None:
     before = utcnow() - timedelta(days=ctx.settings.trash_days)
     after_id = None
@@ -74,7 +90,7 @@ async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progr
         async with ctx.sessions() as db:
             batch = await _expired_trash(db, before=before, after_id=after_id, limit=BATCH)
             if not batch:
-                return
+                break
             after_id = batch[-1].id
             if report.dry_run:
                 report.trash_purged += len(batch)
@@ -84,6 +100,8 @@ async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progr
                 report.trash_purged += len(purged)
                 report.delete_failures += len(batch) - len(purged)
             progress("trash", len(batch), None)
+    # Outside the loop's session: SQLite allows one writer, and that session holds the lock.
+    await _purge_empty_deleted_runs(ctx, report, before)
 
 
 async def apply_retention(ctx: AppContext, report: GcReport, progress: Progress) -> None:
