@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,32 +29,47 @@ from flowstudio.storage import ObjectStore
 NOT_FOUND = "No such generation."
 
 
-def _step_title(snapshot: dict[str, Any], step_id: str) -> str | None:
-    for step in snapshot.get("steps", []):
-        if step.get("id") == step_id:
-            return step.get("title") or step_id
-    return None
-
-
 async def describe(
     db: AsyncSession, rows: Sequence[tuple[Generation, bool]], *, trash_days: int
 ) -> list[HistoryItem]:
     """History items with their run and step context, in one extra query."""
-    context = await repository.run_context(db, [g.run_id for g, _ in rows])
+    context = await run_context(db, [g.run_id for g, _ in rows])
     items = []
     for generation, adopted in rows:
-        title, snapshot = context.get(generation.run_id, (None, {}))
-        base = to_read(generation, adopted=adopted).model_dump()
+        title, flow_title, step_titles = context.get(generation.run_id, (None, None, {}))
         items.append(
-            HistoryItem(
-                **base,
+            to_read(
+                generation,
+                adopted=adopted,
+                model=HistoryItem,
                 run_title=title,
-                step_title=_step_title(snapshot, generation.step_id),
-                flow_title=snapshot.get("title"),
+                step_title=step_titles.get(generation.step_id),
+                flow_title=flow_title,
                 purge_after=purge_after(generation.deleted_at, trash_days),
             )
         )
     return items
+
+
+# Run titles and flow snapshots never change after a run starts, so their context is cached.
+_RUN_CONTEXT: OrderedDict[uuid.UUID, tuple[str, str | None, dict[str, str]]] = OrderedDict()
+_RUN_CONTEXT_SIZE = 4096
+
+
+async def run_context(
+    db: AsyncSession, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, str | None, dict[str, str]]]:
+    """(run title, flow title, step titles) of each run."""
+    wanted = set(run_ids)
+    found = {run_id: _RUN_CONTEXT[run_id] for run_id in wanted if run_id in _RUN_CONTEXT}
+    missing = wanted - found.keys()
+    if missing:
+        for run_id, (title, snapshot) in (await repository.run_context(db, missing)).items():
+            steps = {s.get("id"): s.get("title") or s.get("id") for s in snapshot.get("steps", [])}
+            found[run_id] = _RUN_CONTEXT[run_id] = (title, snapshot.get("title"), steps)
+            if len(_RUN_CONTEXT) > _RUN_CONTEXT_SIZE:
+                _RUN_CONTEXT.popitem(last=False)
+    return found
 
 
 def purge_after(deleted_at: datetime | None, trash_days: int) -> datetime | None:
