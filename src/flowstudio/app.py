@@ -35,11 +35,60 @@ log = logging.getLogger("flowstudio")
 
 
 def build_providers(settings: Settings) -> ProviderRegistry:
+    """Every provider is registered; real ones without keys report ``is_configured()`` false
+    and fail their generations with a message naming the setting to set."""
+    from pydantic import SecretStr
+
+    from flowstudio.providers.cloudflare import CloudflareProvider
+    from flowstudio.providers.gemini import GeminiProvider
+    from flowstudio.providers.http import HttpTimeouts
+    from flowstudio.providers.openai import OpenAIProvider
+    from flowstudio.providers.replicate import ReplicateProvider
+
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    timeouts = HttpTimeouts(
+        connect=settings.provider_connect_timeout_seconds,
+        read=settings.provider_read_timeout_seconds,
+    )
     registry = ProviderRegistry()
     registry.register(
         LocalProvider(
             delay_seconds=settings.local_provider_delay,
             failure_rate=settings.local_provider_failure_rate,
+        )
+    )
+    registry.register(
+        OpenAIProvider(
+            api_key=secret(settings.openai_api_key),
+            base_url=settings.openai_base_url,
+            timeouts=timeouts,
+        )
+    )
+    registry.register(
+        GeminiProvider(
+            api_key=secret(settings.gemini_api_key),
+            base_url=settings.gemini_base_url,
+            timeouts=timeouts,
+        )
+    )
+    registry.register(
+        CloudflareProvider(
+            account_id=settings.cloudflare_account_id,
+            api_token=secret(settings.cloudflare_api_token),
+            base_url=settings.cloudflare_base_url,
+            timeouts=timeouts,
+        )
+    )
+    registry.register(
+        ReplicateProvider(
+            api_token=secret(settings.replicate_api_token),
+            base_url=settings.replicate_base_url,
+            timeouts=timeouts,
+            poll_interval=settings.replicate_poll_interval_seconds,
+            # Replicate stops the prediction itself shortly after the worker gives up on it.
+            cancel_after_seconds=settings.provider_timeout_seconds + 30,
         )
     )
     return registry

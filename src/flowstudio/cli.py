@@ -119,6 +119,47 @@ def worker(
     asyncio.run(main())
 
 
+@app.command(epilog=_settings_help())
+def providers(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the image providers, whether each is configured, and its models (no network)."""
+    import json
+
+    from rich.table import Table
+
+    from flowstudio.app import build_providers
+
+    settings = _load_settings()
+    rows = []
+    for provider in build_providers(settings):
+        missing_settings = getattr(provider, "missing_settings", None)
+        missing = list(missing_settings()) if callable(missing_settings) else []
+        rows.append(
+            {
+                "name": provider.name,
+                "configured": provider.is_configured(),
+                "missing_settings": missing,
+                "models": list(provider.models()),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Image providers")
+    table.add_column("provider")
+    table.add_column("configured", overflow="fold")
+    table.add_column("models", overflow="fold")
+    for row in rows:
+        status = "yes" if row["configured"] else "no, set\n" + "\n".join(row["missing_settings"])
+        table.add_row(row["name"], status, "\n".join(row["models"]))
+    console.print(table)
+    console.print(
+        'A flow step picks one with provider = "..." and model = "..."; '
+        "a step on an unconfigured provider fails its generations with the setting to set."
+    )
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""

@@ -77,6 +77,45 @@ class Settings(BaseSettings):
     provider_timeout_seconds: float = Field(120.0, gt=0)
     local_provider_delay: float = Field(0.0, ge=0, description="Artificial delay (seconds).")
     local_provider_failure_rate: float = Field(0.0, ge=0, le=1)
+    # Real image providers: each is usable once its key (and, for Cloudflare, account) is set.
+    # Keys are only ever sent to the provider's own base URL; they are never logged or stored.
+    provider_connect_timeout_seconds: float = Field(
+        10.0, gt=0, description="Real providers: seconds to wait for a connection."
+    )
+    provider_read_timeout_seconds: float = Field(
+        120.0, gt=0, description="Real providers: seconds to wait for each response."
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, description="OpenAI API key; enables the 'openai' provider (gpt-image-1 ...)."
+    )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="OpenAI API base URL; any OpenAI-compatible Images API works.",
+    )
+    gemini_api_key: SecretStr | None = Field(
+        None, description="Google Gemini API key; enables the 'gemini' provider."
+    )
+    gemini_base_url: str = Field(
+        "https://generativelanguage.googleapis.com/v1beta", description="Gemini API base URL."
+    )
+    cloudflare_account_id: str | None = Field(
+        None, description="Cloudflare account id for the 'cloudflare' (Workers AI) provider."
+    )
+    cloudflare_api_token: SecretStr | None = Field(
+        None, description="Cloudflare API token with Workers AI permission."
+    )
+    cloudflare_base_url: str = Field(
+        "https://api.cloudflare.com/client/v4", description="Cloudflare API base URL."
+    )
+    replicate_api_token: SecretStr | None = Field(
+        None, description="Replicate API token; enables the 'replicate' provider."
+    )
+    replicate_base_url: str = Field(
+        "https://api.replicate.com/v1", description="Replicate API base URL."
+    )
+    replicate_poll_interval_seconds: float = Field(
+        1.0, gt=0, description="How often to poll a running Replicate prediction."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -14,7 +14,9 @@ from flowstudio.flows import (
     load_bundled_flows,
 )
 
-BUNDLED = {"quick", "product-shot", "character-sheet"}
+BUNDLED = {"quick", "product-shot", "character-sheet", "product-shot-openai"}
+# Flows that show how to use a real provider; every other bundled flow runs on `local`.
+REAL_PROVIDER_FLOWS = {"product-shot-openai"}
 
 
 def flow_toml(slug: str, title: str | None = None) -> str:
@@ -31,6 +33,9 @@ class TestBundled:
         for flow in flows:
             assert flow.source == f"bundled:{flow.slug}.toml"
             assert flow.title and flow.description
+            if flow.slug in REAL_PROVIDER_FLOWS:
+                assert all(step.provider != "local" for step in flow.steps)
+                continue
             for step in flow.steps:
                 assert step.provider == "local"
                 assert step.model in ("local-sketch", "local-poster")
