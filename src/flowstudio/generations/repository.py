@@ -290,8 +290,11 @@ class HistoryFilters:
 def _search_condition(dialect: str, words: Sequence[str]) -> Any:
     if dialect == "postgresql":
         query = " & ".join(f"{w}:*" for w in words)
+        # Rendered as a literal: with a bind parameter, asyncpg's prepared statement soon gets
+        # PostgreSQL's generic plan, which cannot tell a common word from a rare one and scans
+        # every match of a heavy user (1.5 s instead of 2 ms on a 1M-row history).
         return text("generations.prompt_tsv @@ to_tsquery('simple', :tsquery)").bindparams(
-            tsquery=query
+            bindparam("tsquery", query, literal_execute=True)
         )
     match = " ".join(f'"{w}"*' for w in words)
     matching = (
