@@ -268,3 +268,27 @@ async def test_search_handles_unicode_and_quotes(alice):
     assert len((await history(alice, q='"quoted'))["items"]) == 1
     assert len((await history(alice, q="歷史"))["items"]) == 1
     assert len((await history(alice, q=quote("a OR b")))["items"]) == 0
+
+
+async def test_search_pages_through_many_matches_exactly_once(alice, bob, monkeypatch):
+    from flowstudio.generations import repository
+
+    # Small index batches make the SQLite search walk several of them per page.
+    monkeypatch.setattr(repository, "_FTS_BATCH", 2)
+    run = await start_run(alice, "quick", prompt="an otter")
+    ok = await generate_ok(alice, run["id"], "image", count=4)
+    failed = []
+    for _ in range(3):
+        failed += await generate_ok(alice, run["id"], "image", prompt="otter [fail:invalid_request]")
+        await generate_ok(alice, run["id"], "image", count=2)
+    theirs = await start_run(bob, "quick", prompt="an otter")
+    await generate_ok(bob, theirs["id"], "image", count=3)
+    found = await all_pages(alice, limit=2, q="otter", status="failed")
+    assert [i["id"] for i in found] == [g["id"] for g in reversed(failed)]
+    everything = await all_pages(alice, limit=3, q="otter")
+    assert len(everything) == len({i["id"] for i in everything}) == 4 + 3 + 6
+    assert {i["run_id"] for i in everything} == {run["id"]}
+    assert [i["created_at"] for i in everything] == sorted(
+        (i["created_at"] for i in everything), reverse=True
+    )
+    assert ok[0]["id"] in {i["id"] for i in everything}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, func, literal_column, or_, select, text, tuple_, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -287,25 +287,46 @@ class HistoryFilters:
     deleted: bool = False
 
 
-def _search_condition(dialect: str, words: Sequence[str]) -> Any:
-    if dialect == "postgresql":
-        query = " & ".join(f"{w}:*" for w in words)
-        # Rendered as a literal: with a bind parameter, asyncpg's prepared statement soon gets
-        # PostgreSQL's generic plan, which cannot tell a common word from a rare one and scans
-        # every match of a heavy user (1.5 s instead of 2 ms on a 1M-row history).
-        return text("generations.prompt_tsv @@ to_tsquery('simple', :tsquery)").bindparams(
-            bindparam("tsquery", query, literal_execute=True)
-        )
-    match = " ".join(f'"{w}"*' for w in words)
-    matching = (
-        text(
-            "SELECT s.generation_id FROM generations_fts f "
-            "JOIN generation_search s ON s.rowid = f.rowid WHERE generations_fts MATCH :fts"
-        )
-        .bindparams(fts=match)
-        .columns(generation_id=Generation.__table__.c.id.type)
+def _postgres_search_condition(words: Sequence[str]) -> Any:
+    query = " & ".join(f"{w}:*" for w in words)
+    # Rendered as a literal: with a bind parameter, asyncpg's prepared statement soon gets
+    # PostgreSQL's generic plan, which cannot tell a common word from a rare one and scans
+    # every match of a heavy user (1.5 s instead of 2 ms on a 1M-row history).
+    return text("generations.prompt_tsv @@ to_tsquery('simple', :tsquery)").bindparams(
+        bindparam("tsquery", query, literal_execute=True)
     )
-    return Generation.id.in_(matching)
+
+
+def _history_conditions(filters: HistoryFilters, after: Position | None) -> list[Any]:
+    conditions: list[Any] = [
+        Generation.deleted_at.is_not(None) if filters.deleted else Generation.deleted_at.is_(None)
+    ]
+    if filters.flow:
+        conditions.append(Generation.flow_slug == filters.flow)
+    if filters.run_id:
+        conditions.append(Generation.run_id == filters.run_id)
+    if filters.step_id:
+        conditions.append(Generation.step_id == filters.step_id)
+    if filters.statuses:
+        conditions.append(Generation.status.in_(filters.statuses))
+    if filters.since:
+        conditions.append(Generation.created_at >= filters.since)
+    if filters.until:
+        conditions.append(Generation.created_at < filters.until)
+    if filters.adopted is True:
+        conditions.append(RunStep.adopted_generation_id == Generation.id)
+    elif filters.adopted is False:
+        conditions.append(
+            or_(
+                RunStep.adopted_generation_id.is_(None),
+                RunStep.adopted_generation_id != Generation.id,
+            )
+        )
+    if after is not None:
+        conditions.append(
+            tuple_(Generation.created_at, Generation.id) < tuple_(after.created_at, after.id)
+        )
+    return conditions
 
 
 async def history_page(
@@ -316,41 +337,94 @@ async def history_page(
     after: Position | None,
     limit: int,
 ) -> list[tuple[Generation, bool]]:
-    query = with_adoption(select(Generation)).where(Generation.user_id == user_id)
-    if filters.deleted:
-        query = query.where(Generation.deleted_at.is_not(None))
-    else:
-        query = query.where(Generation.deleted_at.is_(None))
-    if filters.flow:
-        query = query.where(Generation.flow_slug == filters.flow)
-    if filters.run_id:
-        query = query.where(Generation.run_id == filters.run_id)
-    if filters.step_id:
-        query = query.where(Generation.step_id == filters.step_id)
-    if filters.statuses:
-        query = query.where(Generation.status.in_(filters.statuses))
-    if filters.since:
-        query = query.where(Generation.created_at >= filters.since)
-    if filters.until:
-        query = query.where(Generation.created_at < filters.until)
-    if filters.adopted is True:
-        query = query.where(RunStep.adopted_generation_id == Generation.id)
-    elif filters.adopted is False:
-        query = query.where(
-            or_(
-                RunStep.adopted_generation_id.is_(None),
-                RunStep.adopted_generation_id != Generation.id,
-            )
+    conditions = _history_conditions(filters, after)
+    dialect = db.get_bind().dialect.name
+    if filters.words and dialect == "sqlite":
+        return await _sqlite_search_page(
+            db, conditions, user_id=user_id, words=filters.words, after=after, limit=limit
         )
     if filters.words:
-        query = query.where(_search_condition(db.get_bind().dialect.name, filters.words))
-    if after is not None:
-        query = query.where(
-            tuple_(Generation.created_at, Generation.id) < tuple_(after.created_at, after.id)
-        )
-    query = query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit)
+        conditions.append(_postgres_search_condition(filters.words))
+    query = (
+        with_adoption(select(Generation))
+        .where(Generation.user_id == user_id, *conditions)
+        .order_by(Generation.created_at.desc(), Generation.id.desc())
+        .limit(limit)
+    )
     rows = await db.execute(query.execution_options(populate_existing=True))
     return [(row[0], bool(row[1])) for row in rows]
+
+
+_FTS_BATCH = 500
+
+
+async def _sqlite_search_page(
+    db: AsyncSession,
+    conditions: list[Any],
+    *,
+    user_id: uuid.UUID,
+    words: Sequence[str],
+    after: Position | None,
+    limit: int,
+) -> list[tuple[Generation, bool]]:
+    """Walk the user's FTS matches newest first (FTS rowids grow with insertion, which is
+    created_at order on SQLite's single writer) and apply the other filters batch by batch,
+    so a page costs a few index probes however many rows match overall."""
+    match = f'owner : "u{user_id.hex}" AND ' + " AND ".join(f'prompt : "{w}"*' for w in words)
+    below = None
+    if after is not None:
+        below = await db.scalar(
+            text("SELECT rowid FROM generation_search WHERE generation_id = :g"),
+            {"g": after.id.hex},
+        )
+    # Only ids and times while filtering; full rows are loaded for the final page alone.
+    # "+user_id" keeps SQLite from answering this from the (covering) history index by walking
+    # the user's whole history; the ids are probed by primary key instead.
+    unindexed_owner = literal_column(
+        "+generations.user_id", type_=Generation.__table__.c.user_id.type
+    )
+    keys_query = with_adoption(select(Generation.id, Generation.created_at)).where(
+        unindexed_owner == user_id, *conditions
+    )
+    found: list[tuple[datetime, uuid.UUID]] = []
+    while len(found) < limit:
+        bound = "" if below is None else " AND rowid < :below"
+        # The inner query alone lets FTS5 walk its index newest first and stop at the limit.
+        pairs = (
+            await db.execute(
+                text(
+                    "SELECT s.rowid, s.generation_id FROM generation_search s WHERE s.rowid IN ("
+                    "SELECT rowid FROM generations_fts "
+                    f"WHERE generations_fts MATCH :match{bound} ORDER BY rowid DESC LIMIT :n) "
+                    "ORDER BY s.rowid DESC"
+                ),
+                {"match": match, "n": _FTS_BATCH, **({} if below is None else {"below": below})},
+            )
+        ).all()
+        if not pairs:
+            break
+        ids = [uuid.UUID(hex=generation_id) for _, generation_id in pairs]
+        # No ORDER BY here (sorted below): with one, SQLite walks the user's whole history
+        # index instead of probing these ids by primary key.
+        rows = await db.execute(keys_query.where(Generation.id.in_(ids)))
+        found.extend((row[1], row[0]) for row in rows)
+        if len(pairs) < _FTS_BATCH:
+            break
+        below = pairs[-1][0]
+    found.sort(reverse=True)
+    page = [generation_id for _, generation_id in found[:limit]]
+    if not page:
+        return []
+    query = with_adoption(select(Generation)).where(
+        Generation.user_id == user_id, Generation.id.in_(page)
+    )
+    rows = await db.execute(query.execution_options(populate_existing=True))
+    ordered = sorted(
+        ((row[0], bool(row[1])) for row in rows),
+        key=lambda pair: (pair[0].created_at, pair[0].id),
+        reverse=True,
+    )
+    return ordered
 
 
 async def run_context(
