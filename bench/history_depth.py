@@ -870,14 +870,15 @@ def fill_sqlite(args: argparse.Namespace) -> dict[str, Any]:
             progress.advance(task)
         phases["indexes"] = time.perf_counter() - mark
 
-        # The FTS rows, built the way migration 0002 builds them for existing generations.
+        # The FTS rows, built the way migrations 0002/0003 build them for existing generations.
         mark = time.perf_counter()
         task = progress.add_task("full-text index", total=2)
         db.execute("BEGIN")
         db.execute("INSERT INTO generation_search(generation_id) SELECT id FROM generations")
         progress.advance(task)
         db.execute(
-            "INSERT INTO generations_fts(rowid, prompt) SELECT s.rowid, g.prompt "
+            "INSERT INTO generations_fts(rowid, prompt, owner) "
+            "SELECT s.rowid, g.prompt, 'u' || g.user_id "
             "FROM generations g JOIN generation_search s ON s.generation_id = g.id"
         )
         for _name, sql in triggers:
