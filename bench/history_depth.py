@@ -49,7 +49,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from bench.common import percentile, record
 from flowstudio.auth.models import ApiToken, User
@@ -1063,6 +1063,23 @@ def ensure_filled(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     return {**fill, "reused": False, "filled_at": filled_at}
 
 
+def _search_filter(dialect: str, words: list[str] | tuple[str, ...]) -> Any:
+    """A plain search condition for setup queries (counts, depth cursors); the timed requests
+    use the server's own search path."""
+    if dialect == "postgresql":
+        return repository._postgres_search_condition(words)
+    match = " AND ".join(f'prompt : "{w}"*' for w in words)
+    matching = (
+        text(
+            "SELECT s.generation_id FROM generations_fts f "
+            "JOIN generation_search s ON s.rowid = f.rowid WHERE generations_fts MATCH :fts"
+        )
+        .bindparams(fts=match)
+        .columns(generation_id=Generation.__table__.c.id.type)
+    )
+    return Generation.id.in_(matching)
+
+
 # -- setup: token, depth cursors ---------------------------------------------------------------
 
 
@@ -1098,7 +1115,7 @@ def _conditions(dialect: str, user_id: uuid.UUID, filters: HistoryFilters) -> li
     if filters.flow:
         conditions.append(Generation.flow_slug == filters.flow)
     if filters.words:
-        conditions.append(repository._search_condition(dialect, filters.words))
+        conditions.append(_search_filter(dialect, filters.words))
     return conditions
 
 
@@ -1144,7 +1161,7 @@ async def prepare(url: str, args: argparse.Namespace, variants: list[Variant]) -
             dataset["q_word_matches_all_users"] = await db.scalar(
                 select(func.count())
                 .select_from(Generation)
-                .where(repository._search_condition(dialect, words))
+                .where(_search_filter(dialect, words))
             )
             for variant in variants:
                 conditions = _conditions(dialect, user.id, variant.filters)
