@@ -20,8 +20,6 @@ from __future__ import annotations
 import base64
 from typing import Any, ClassVar
 
-import httpx
-
 from .base import (
     GenerationRequest,
     GenerationResult,
@@ -30,10 +28,8 @@ from .base import (
     ProviderFailure,
 )
 from .http import (
-    HttpImageProvider,
     HttpReply,
-    HttpTimeouts,
-    ProviderHttpClient,
+    KeyedHttpImageProvider,
     check_option_keys,
     closest_aspect_ratio,
     content_blocked,
@@ -68,7 +64,7 @@ _INT32 = 2**31
 MAX_TEXT_CHARS = 2000
 
 
-class GeminiProvider(HttpImageProvider):
+class GeminiProvider(KeyedHttpImageProvider):
     name: ClassVar[str] = "gemini"
     label: ClassVar[str] = "Gemini"
     MODELS: ClassVar[tuple[str, ...]] = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
@@ -81,28 +77,8 @@ class GeminiProvider(HttpImageProvider):
         "extra",
     )
     key_setting: ClassVar[str] = "FLOWSTUDIO_GEMINI_API_KEY"
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
     base_url_setting: ClassVar[str] = "FLOWSTUDIO_GEMINI_BASE_URL"
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        base_url: str = DEFAULT_BASE_URL,
-        timeouts: HttpTimeouts | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._api_key = api_key or None
-        self.base_url = base_url.rstrip("/")
-        self.http = ProviderHttpClient(
-            label=self.label,
-            timeouts=timeouts or HttpTimeouts(),
-            secrets=(self._api_key,),
-            base_url_setting=self.base_url_setting,
-            transport=transport,
-        )
-
-    def missing_settings(self) -> tuple[str, ...]:
-        return () if self._api_key else (self.key_setting,)
 
     async def _generate(self, request: GenerationRequest) -> GenerationResult:
         options = dict(request.options)

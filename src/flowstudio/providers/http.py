@@ -593,3 +593,30 @@ def _safe_url(url: str) -> str:
 def join_url(base_url: str, *segments: str) -> str:
     """``base_url`` + ``/segment/...``; segments are used as given (model ids keep their ``/``)."""
     return base_url.rstrip("/") + "/" + "/".join(s.strip("/") for s in segments)
+
+
+class KeyedHttpImageProvider(HttpImageProvider):
+    """An HTTP provider configured by one API key and a base URL (OpenAI, Gemini)."""
+
+    DEFAULT_BASE_URL: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        timeouts: HttpTimeouts | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._api_key = api_key or None
+        self.base_url = (base_url or self.DEFAULT_BASE_URL).rstrip("/")
+        self.http = ProviderHttpClient(
+            label=self.label,
+            timeouts=timeouts or HttpTimeouts(),
+            secrets=(self._api_key,),
+            base_url_setting=self.base_url_setting,
+            transport=transport,
+        )
+
+    def missing_settings(self) -> tuple[str, ...]:
+        return () if self._api_key else (self.key_setting,)

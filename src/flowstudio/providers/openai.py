@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-import httpx
-
 from .base import (
     GenerationRequest,
     GenerationResult,
@@ -28,10 +26,8 @@ from .base import (
     ProviderFailure,
 )
 from .http import (
-    HttpImageProvider,
     HttpReply,
-    HttpTimeouts,
-    ProviderHttpClient,
+    KeyedHttpImageProvider,
     check_option_keys,
     closest_size,
     content_blocked,
@@ -58,7 +54,7 @@ _BLOCKED_CODES = frozenset({"moderation_blocked", "content_policy_violation", "c
 MAX_INPUT_IMAGES = 16
 
 
-class OpenAIProvider(HttpImageProvider):
+class OpenAIProvider(KeyedHttpImageProvider):
     name: ClassVar[str] = "openai"
     label: ClassVar[str] = "OpenAI"
     MODELS: ClassVar[tuple[str, ...]] = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
@@ -74,28 +70,8 @@ class OpenAIProvider(HttpImageProvider):
         "extra",
     )
     key_setting: ClassVar[str] = "FLOWSTUDIO_OPENAI_API_KEY"
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
     base_url_setting: ClassVar[str] = "FLOWSTUDIO_OPENAI_BASE_URL"
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        base_url: str = DEFAULT_BASE_URL,
-        timeouts: HttpTimeouts | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._api_key = api_key or None
-        self.base_url = base_url.rstrip("/")
-        self.http = ProviderHttpClient(
-            label=self.label,
-            timeouts=timeouts or HttpTimeouts(),
-            secrets=(self._api_key,),
-            base_url_setting=self.base_url_setting,
-            transport=transport,
-        )
-
-    def missing_settings(self) -> tuple[str, ...]:
-        return () if self._api_key else (self.key_setting,)
 
     async def _generate(self, request: GenerationRequest) -> GenerationResult:
         options = dict(request.options)
