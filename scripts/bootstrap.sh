@@ -9,9 +9,18 @@ if ! command -v uv >/dev/null 2>&1; then
   if [ -x "$ROOT/.uv-bootstrap/bin/uv" ]; then
     PATH="$ROOT/.uv-bootstrap/bin:$PATH"
   else
-    PYTHON="$(command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3 || true)"
+    # The first interpreter that really runs and is 3.11+ (a version manager's shim may exist
+    # for a version that is not installed).
+    PYTHON=""
+    for candidate in python3.13 python3.12 python3.11 python3; do
+      if command -v "$candidate" >/dev/null 2>&1 \
+        && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+        PYTHON="$(command -v "$candidate")"
+        break
+      fi
+    done
     if [ -z "$PYTHON" ]; then
-      echo "FlowStudio needs Python 3.11 or newer (python3 was not found)." >&2
+      echo "FlowStudio needs Python 3.11 or newer (none was found on PATH)." >&2
       exit 1
     fi
     echo "Installing uv into .uv-bootstrap/ ..." >&2
