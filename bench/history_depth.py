@@ -1159,9 +1159,7 @@ async def prepare(url: str, args: argparse.Namespace, variants: list[Variant]) -
             )
             words = search_words(args.q)
             dataset["q_word_matches_all_users"] = await db.scalar(
-                select(func.count())
-                .select_from(Generation)
-                .where(_search_filter(dialect, words))
+                select(func.count()).select_from(Generation).where(_search_filter(dialect, words))
             )
             for variant in variants:
                 conditions = _conditions(dialect, user.id, variant.filters)

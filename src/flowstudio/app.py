@@ -16,7 +16,7 @@ from flowstudio.auth.security import PasswordHasher
 from flowstudio.auth.service import AuthService
 from flowstudio.config import Settings
 from flowstudio.context import AppContext
-from flowstudio.db import create_engine, session_factory
+from flowstudio.db import create_engine, read_only, session_factory
 from flowstudio.errors import install_error_handlers
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.routes import router as flows_router
@@ -167,6 +167,7 @@ async def open_context(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine, sync_session_class=bus.session_class),
+            read_sessions=session_factory(read_only(engine), sync_session_class=bus.session_class),
             store=store,
             auth=auth,
             flows=flows,

@@ -23,6 +23,8 @@ class AppContext:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # The same engine for requests that only read (GET): no write lock on SQLite.
+    read_sessions: async_sessionmaker[AsyncSession]
     store: ObjectStore
     auth: AuthService
     flows: FlowRegistry

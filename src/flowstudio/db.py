@@ -29,6 +29,9 @@ NAMING_CONVENTION = {
 }
 
 
+fromisoformat = datetime.fromisoformat
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -55,6 +58,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        # SQLite hands back the text we stored; one C call parses it (a history page reads
+        # hundreds of these, and the generic path costs a regex and two Python calls each).
+        def parse(value: str | None) -> datetime | None:
+            return None if value is None else fromisoformat(value).replace(tzinfo=UTC)
+
+        return parse
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -85,14 +99,57 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             dbapi_connection.isolation_level = None
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _begin_immediate(connection: Any) -> None:
+        def _begin(connection: Any) -> None:
             # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY
             # when another writer committed in between; taking the write lock up front makes
-            # concurrent requests and the worker queue on busy_timeout instead.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # concurrent requests and the worker queue on busy_timeout instead. Read-only
+            # transactions take no lock at all, so reads run beside writers (WAL).
+            if connection.get_execution_options().get(READ_ONLY):
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-        return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    else:
+        engine = create_async_engine(
+            url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10
+        )
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _refuse_writes_when_read_only(
+        connection: Any, _cursor: Any, statement: str, *_args: Any
+    ) -> None:
+        if connection.get_execution_options().get(READ_ONLY) and not statement.lstrip()[
+            :6
+        ].upper().startswith(_READ_STATEMENTS):
+            raise ReadOnlyViolation(f"a write in a read-only transaction: {statement[:80]!r}")
+
+    return engine
+
+
+# Execution option of read-only sessions (GET requests): SQLite begins them without the write
+# lock, and any statement that would write raises instead of racing for that lock later.
+READ_ONLY = "flowstudio_read_only"
+_READ_STATEMENTS = (
+    "SELECT",
+    "WITH",
+    "PRAGMA",
+    "EXPLAI",
+    "SHOW",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBA",
+    "SAVEPO",
+    "RELEAS",
+)
+
+
+class ReadOnlyViolation(RuntimeError):
+    """Code that writes ran in a read-only (GET) transaction: a programming error."""
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for transactions that only read."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def session_factory(

@@ -18,7 +18,9 @@ SESSION_COOKIE = "flowstudio_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_context(request: Request) -> AppContext:
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+# dependency in a worker thread, a hop that cost more than the work.
+async def get_context(request: Request) -> AppContext:
     return request.app.state.ctx
 
 
@@ -26,7 +28,10 @@ ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(request.app.state.ctx.sessions):
+    ctx: AppContext = request.app.state.ctx
+    # GET and HEAD only read: their transaction takes no write lock (SQLite) and refuses writes.
+    factory = ctx.read_sessions if request.method in SAFE_METHODS else ctx.sessions
+    async for session in session_scope(factory):
         yield session
 
 
@@ -46,15 +51,22 @@ def bearer_token(request: Request) -> str | None:
 async def optional_principal(request: Request, db: SessionDep) -> Principal | None:
     ctx: AppContext = request.app.state.ctx
     token = bearer_token(request)
+    principal = None
     if token is not None:
         principal = await ctx.auth.principal_from_api_token(db, token=token)
         if principal is None:
             raise Unauthenticated("The API token is unknown or revoked.")
-        return principal
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        return await ctx.auth.principal_from_session(db, session_token=cookie)
-    return None
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        principal = await ctx.auth.principal_from_session(db, session_token=cookie)
+    if principal is not None and principal.touch_due:
+        if request.method in SAFE_METHODS:
+            # The request's transaction is read-only: bookkeeping gets a short one of its own.
+            async for touch in session_scope(ctx.sessions):
+                await ctx.auth.record_use(touch, principal=principal)
+        else:
+            # Here the request's transaction holds SQLite's write lock: write in it.
+            await ctx.auth.record_use(db, principal=principal)
+    return principal
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal, scope="function")]
@@ -82,7 +94,7 @@ async def current_user(principal: PrincipalDep) -> User:
 CurrentUser = Annotated[User, Depends(current_user, scope="function")]
 
 
-def page_limit(limit: int = Query(50, ge=1, le=100, description="Page size, 1–100.")) -> int:
+async def page_limit(limit: int = Query(50, ge=1, le=100, description="Page size, 1–100.")) -> int:
     return limit
 
 

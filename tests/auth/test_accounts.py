@@ -204,3 +204,38 @@ async def test_health(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
+
+
+async def _age_last_use(app) -> None:
+    long_ago = utcnow() - timedelta(hours=1)
+    async with app.state.ctx.sessions() as db:
+        await db.execute(update(UserSession).values(last_seen_at=long_ago))
+        await db.execute(update(ApiToken).values(last_used_at=long_ago))
+        await db.commit()
+
+
+async def _last_use(app) -> tuple:
+    async with app.state.ctx.sessions() as db:
+        seen = await db.scalar(select(UserSession.last_seen_at))
+        used = await db.scalar(select(ApiToken.last_used_at).where(ApiToken.name == "script"))
+    return seen, used
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_last_use_is_recorded_by_reads_and_writes(app, alice, method):
+    """GET requests run read-only, so their bookkeeping write takes a transaction of its own;
+    unsafe requests write it in theirs (on SQLite that one already holds the write lock)."""
+    created = await alice.post("/api/auth/tokens", json={"name": "script"})
+    headers = {"Authorization": f"Bearer {created.json()['token']}"}
+    await _age_last_use(app)
+    before = utcnow() - timedelta(minutes=1)
+    async with make_client(app) as script:
+        if method == "GET":
+            assert (await alice.get("/api/auth/me")).status_code == 200
+            assert (await script.get("/api/history", headers=headers)).status_code == 200
+        else:
+            assert (await alice.post("/api/auth/tokens", json={"name": "b"})).status_code == 201
+            made = await script.post("/api/auth/tokens", json={"name": "c"}, headers=headers)
+            assert made.status_code == 201
+    seen, used = await _last_use(app)
+    assert seen > before and used > before

@@ -279,7 +279,9 @@ async def test_search_pages_through_many_matches_exactly_once(alice, bob, monkey
     ok = await generate_ok(alice, run["id"], "image", count=4)
     failed = []
     for _ in range(3):
-        failed += await generate_ok(alice, run["id"], "image", prompt="otter [fail:invalid_request]")
+        failed += await generate_ok(
+            alice, run["id"], "image", prompt="otter [fail:invalid_request]"
+        )
         await generate_ok(alice, run["id"], "image", count=2)
     theirs = await start_run(bob, "quick", prompt="an otter")
     await generate_ok(bob, theirs["id"], "image", count=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowstudio.auth.models import ApiToken, User, UserSession
@@ -19,21 +19,33 @@ async def get_user(db: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await db.get(User, user_id)
 
 
+# Built once: these run on every authenticated request.
+_SESSION_WITH_USER = (
+    select(UserSession.id, UserSession.last_seen_at, User)
+    .join(User, User.id == UserSession.user_id)
+    .where(
+        UserSession.token_hash == bindparam("token_hash"),
+        UserSession.expires_at > bindparam("now"),
+        User.disabled_at.is_(None),
+    )
+)
+_API_TOKEN_WITH_USER = (
+    select(ApiToken.id, ApiToken.last_used_at, User)
+    .join(User, User.id == ApiToken.user_id)
+    .where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        User.disabled_at.is_(None),
+    )
+)
+
+
 async def get_session_with_user(
     db: AsyncSession, token_hash: str, now: datetime
-) -> tuple[UserSession, User] | None:
-    row = (
-        await db.execute(
-            select(UserSession, User)
-            .join(User, User.id == UserSession.user_id)
-            .where(
-                UserSession.token_hash == token_hash,
-                UserSession.expires_at > now,
-                User.disabled_at.is_(None),
-            )
-        )
-    ).first()
-    return (row[0], row[1]) if row else None
+) -> tuple[uuid.UUID, datetime, User] | None:
+    """(session id, last seen, user) of a live session."""
+    row = (await db.execute(_SESSION_WITH_USER, {"token_hash": token_hash, "now": now})).first()
+    return (row[0], row[1], row[2]) if row else None
 
 
 async def delete_session(db: AsyncSession, token_hash: str) -> None:
@@ -53,19 +65,14 @@ async def touch_session(db: AsyncSession, session_id: uuid.UUID, now: datetime) 
 
 async def get_api_token_with_user(
     db: AsyncSession, token_hash: str
-) -> tuple[ApiToken, User] | None:
-    row = (
-        await db.execute(
-            select(ApiToken, User)
-            .join(User, User.id == ApiToken.user_id)
-            .where(
-                ApiToken.token_hash == token_hash,
-                ApiToken.revoked_at.is_(None),
-                User.disabled_at.is_(None),
-            )
-        )
-    ).first()
-    return (row[0], row[1]) if row else None
+) -> tuple[uuid.UUID, datetime | None, User] | None:
+    """(token id, last used, user) of a live API token."""
+    row = (await db.execute(_API_TOKEN_WITH_USER, {"token_hash": token_hash})).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+async def touch_api_token(db: AsyncSession, token_id: uuid.UUID, now: datetime) -> None:
+    await db.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
 
 
 async def list_api_tokens(db: AsyncSession, user_id: uuid.UUID) -> list[ApiToken]:

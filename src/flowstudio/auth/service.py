@@ -48,7 +48,10 @@ class Principal:
 
     user: User
     session_token_hash: str | None = None
+    session_id: uuid.UUID | None = None
     api_token_id: uuid.UUID | None = None
+    # Its last-use time is older than _TOUCH_EVERY: record_use() should refresh it.
+    touch_due: bool = False
 
     @property
     def uses_cookie(self) -> bool:
@@ -168,20 +171,33 @@ class AuthService:
         found = await repository.get_session_with_user(db, hashed, now)
         if found is None:
             return None
-        session, user = found
-        if now - session.last_seen_at > _TOUCH_EVERY:
-            await repository.touch_session(db, session.id, now)
-        return Principal(user=user, session_token_hash=hashed)
+        session_id, last_seen_at, user = found
+        return Principal(
+            user=user,
+            session_token_hash=hashed,
+            session_id=session_id,
+            touch_due=now - last_seen_at > _TOUCH_EVERY,
+        )
 
     async def principal_from_api_token(self, db: AsyncSession, *, token: str) -> Principal | None:
         found = await repository.get_api_token_with_user(db, token_hash(token))
         if found is None:
             return None
-        api_token, user = found
+        api_token_id, last_used_at, user = found
+        return Principal(
+            user=user,
+            api_token_id=api_token_id,
+            touch_due=last_used_at is None or utcnow() - last_used_at > _TOUCH_EVERY,
+        )
+
+    async def record_use(self, db: AsyncSession, *, principal: Principal) -> None:
+        """Refresh the last-use time of the principal's session or token. Callers run it in a
+        transaction of its own, so the request's own can stay read-only."""
         now = utcnow()
-        if api_token.last_used_at is None or now - api_token.last_used_at > _TOUCH_EVERY:
-            api_token.last_used_at = now
-        return Principal(user=user, api_token_id=api_token.id)
+        if principal.session_id is not None:
+            await repository.touch_session(db, principal.session_id, now)
+        if principal.api_token_id is not None:
+            await repository.touch_api_token(db, principal.api_token_id, now)
 
     def csrf_token(self, principal: Principal) -> str | None:
         if principal.session_token_hash is None:

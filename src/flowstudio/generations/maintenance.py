@@ -73,7 +73,8 @@ async def _purge_empty_deleted_runs(ctx: AppContext, report: GcReport, before: d
     """Deleted runs go for good once their trash period is over and no generation is left."""
     async with ctx.sessions() as db:
         empty = select(Run.id).where(
-            Run.deleted_at.is_not(None), Run.deleted_at < before,
+            Run.deleted_at.is_not(None),
+            Run.deleted_at < before,
             ~exists().where(Generation.run_id == Run.id),
         )
         ids = list(await db.scalars(empty))

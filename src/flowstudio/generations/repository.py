@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, literal_column, or_, select, text, tuple_, update
 from sqlalchemy import delete as sa_delete
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowstudio.db import UTCDateTime
@@ -32,6 +33,27 @@ def with_adoption(query: Any) -> Any:
         RunStep,
         and_(RunStep.run_id == Generation.run_id, RunStep.step_id == Generation.step_id),
     )
+
+
+# What a history item shows, read as plain rows: on a list page the ORM's identity map cost
+# more than the query itself. Rows answer to the same attribute names as Generation.
+_ITEM_COLUMNS = tuple(
+    column
+    for column in Generation.__table__.c
+    if column.name
+    not in {
+        "user_id",
+        "thumbnail_key",
+        "idempotency_key",
+        "lease_owner",
+        "lease_expires_at",
+        "next_attempt_at",
+    }
+)
+
+
+def _item_rows() -> Any:
+    return with_adoption(select(*_ITEM_COLUMNS))
 
 
 async def get_owned(
@@ -336,7 +358,7 @@ async def history_page(
     filters: HistoryFilters,
     after: Position | None,
     limit: int,
-) -> list[tuple[Generation, bool]]:
+) -> list[tuple[Row[Any], bool]]:
     conditions = _history_conditions(filters, after)
     dialect = db.get_bind().dialect.name
     if filters.words and dialect == "sqlite":
@@ -346,13 +368,12 @@ async def history_page(
     if filters.words:
         conditions.append(_postgres_search_condition(filters.words))
     query = (
-        with_adoption(select(Generation))
+        _item_rows()
         .where(Generation.user_id == user_id, *conditions)
         .order_by(Generation.created_at.desc(), Generation.id.desc())
         .limit(limit)
     )
-    rows = await db.execute(query.execution_options(populate_existing=True))
-    return [(row[0], bool(row[1])) for row in rows]
+    return [(row, bool(row[-1])) for row in await db.execute(query)]
 
 
 _FTS_BATCH = 500
@@ -366,7 +387,7 @@ async def _sqlite_search_page(
     words: Sequence[str],
     after: Position | None,
     limit: int,
-) -> list[tuple[Generation, bool]]:
+) -> list[tuple[Row[Any], bool]]:
     """Walk the user's FTS matches newest first (FTS rowids grow with insertion, which is
     created_at order on SQLite's single writer) and apply the other filters batch by batch,
     so a page costs a few index probes however many rows match overall."""
@@ -415,16 +436,13 @@ async def _sqlite_search_page(
     page = [generation_id for _, generation_id in found[:limit]]
     if not page:
         return []
-    query = with_adoption(select(Generation)).where(
-        Generation.user_id == user_id, Generation.id.in_(page)
-    )
-    rows = await db.execute(query.execution_options(populate_existing=True))
-    ordered = sorted(
-        ((row[0], bool(row[1])) for row in rows),
+    query = _item_rows().where(Generation.user_id == user_id, Generation.id.in_(page))
+    rows = await db.execute(query)
+    return sorted(
+        ((row, bool(row[-1])) for row in rows),
         key=lambda pair: (pair[0].created_at, pair[0].id),
         reverse=True,
     )
-    return ordered
 
 
 async def run_context(

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
+from sqlalchemy.engine import Row
 
 from flowstudio.generations.models import Generation
 
@@ -83,10 +84,14 @@ class CandidateList(BaseModel):
 
 
 def to_read(
-    generation: Generation, *, adopted: bool, model: type[ReadT] = GenerationRead,  # type: ignore[assignment]
+    generation: Generation | Row[Any],
+    *,
+    adopted: bool,
+    model: type[ReadT] = GenerationRead,  # type: ignore[assignment]
     **extra: Any,
 ) -> ReadT:
-    """The API view of a row. Built without re-validation: every value comes from our own row,
+    """The API view of a row (an ORM object, or a plain row with the same column names, as list
+    pages read them). Built without re-validation: every value comes from our own row,
     and validating 50 nested models per history page was most of its cost."""
     asset = None
     if generation.object_key and generation.status == "succeeded":

@@ -1,0 +1,48 @@
+"""Read-only transactions: GET requests read beside writers and refuse to write."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from flowstudio.auth.models import User
+from flowstudio.db import ReadOnlyViolation, create_engine, read_only, session_factory
+from tests.fixtures.app import make_client
+
+
+async def test_read_only_sessions_refuse_writes(database_url):
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(read_only(engine))() as db:
+            assert await db.scalar(text("SELECT 1")) == 1
+            with pytest.raises(ReadOnlyViolation):
+                await db.execute(
+                    User.__table__.insert().values(email="x@example.com", password_hash="x")
+                )
+            await db.rollback()
+        async with session_factory(engine)() as db:
+            assert await db.scalar(text("SELECT count(*) FROM users")) == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_reads_do_not_wait_for_a_writer(app, alice, backend):
+    """A transaction holding SQLite's write lock (a busy worker, a long batch delete) must not
+    hold up page loads: GETs take no write lock. Before, they queued for it."""
+    created = await alice.post("/api/auth/tokens", json={"name": "script"})
+    headers = {"Authorization": f"Bearer {created.json()['token']}"}
+    # One request first, so the token's last-use bookkeeping (a write) is done.
+    async with make_client(app) as script:
+        assert (await script.get("/api/history", headers=headers)).status_code == 200
+        async with app.state.ctx.sessions() as writer:
+            # Takes the write lock on SQLite (BEGIN IMMEDIATE) and a row lock on PostgreSQL.
+            await writer.execute(text("UPDATE users SET is_admin = is_admin"))
+            response = await asyncio.wait_for(
+                script.get("/api/history", headers=headers), timeout=20
+            )
+            assert response.status_code == 200
+            runs = await asyncio.wait_for(script.get("/api/runs", headers=headers), timeout=20)
+            assert runs.status_code == 200
+            await writer.rollback()
