@@ -17,7 +17,7 @@ from flowstudio.auth.service import AuthService
 from flowstudio.config import Settings
 from flowstudio.context import AppContext
 from flowstudio.db import create_engine, session_factory
-from flowstudio.errors import install_error_handlers
+from flowstudio.errors import install_error_handlers, install_problem_openapi
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.routes import router as flows_router
 from flowstudio.generations.events import EventBus
@@ -199,6 +199,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     app.state.settings = settings
     web = _web_module()
     install_error_handlers(app, html_handler=getattr(web, "html_error_page", None))
+    install_problem_openapi(app)
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(flows_router)
