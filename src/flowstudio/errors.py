@@ -270,6 +270,17 @@ def install_error_handlers(app: FastAPI, *, html_handler: Any = None) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):  # type: ignore[no-untyped-def]
+        if exc.status_code == 400 and not wants_html(request):
+            # Only the framework raises a bare 400: a body it could not parse (not UTF-8, a
+            # broken multipart form). Invalid JSON is already a validation_error; so is this.
+            return problem_response(
+                status=422,
+                code="validation_error",
+                title="The request is not valid",
+                detail="body: could not be parsed; send UTF-8 JSON, or a multipart form.",
+                instance=request.url.path,
+                extra={"errors": [{"field": "body", "message": "could not be parsed"}]},
+            )
         code, title = _HTTP_CODES.get(exc.status_code, ("error", "Error"))
         if wants_html(request):
             return await html_handler(request, exc.status_code, code, title)

@@ -191,6 +191,12 @@ async def test_validation_errors_are_problems(client):
         "/api/auth/register", content=b"{broken", headers={"content-type": "application/json"}
     )
     assert_problem(r, 422, "validation_error")
+    # Bytes that are not even UTF-8 (the framework says 400 "error parsing the body").
+    r = await client.post(
+        "/api/auth/register", content=b"\x18\xff", headers={"content-type": "application/json"}
+    )
+    body = assert_problem(r, 422, "validation_error")
+    assert body["errors"] == [{"field": "body", "message": "could not be parsed"}]
 
 
 async def test_unknown_api_route_and_unauthenticated(client):
