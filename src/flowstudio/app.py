@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from flowstudio import migrate
 from flowstudio.auth.ratelimit import LoginRateLimiter
@@ -17,6 +17,7 @@ from flowstudio.auth.service import AuthService
 from flowstudio.config import Settings
 from flowstudio.context import AppContext
 from flowstudio.db import create_engine, session_factory
+from flowstudio.deps import reject_nul_characters
 from flowstudio.errors import install_error_handlers, install_problem_openapi
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.routes import router as flows_router
@@ -191,6 +192,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
                 yield
 
     app = FastAPI(
+        dependencies=[Depends(reject_nul_characters)],
         title="FlowStudio",
         version="0.1.0",
         summary="Multi-step AI image generation flows with a durable per-user history.",
