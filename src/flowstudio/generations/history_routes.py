@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from pydantic import BeforeValidator
 
 from flowstudio.db import utcnow
 from flowstudio.deps import ContextDep, CurrentUser, LimitDep, SessionDep
@@ -29,6 +31,19 @@ router = APIRouter(prefix="/api/history", tags=["history"])
 NOT_FOUND = (404, "not_found: no such generation (or not yours)")
 SIGNED_URL_LIFETIME = timedelta(minutes=5)
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+_NUMBER = re.compile(r"\s*[+-]?\d+(?:\.\d*)?\s*")
+
+
+def _not_a_number(value: Any) -> Any:
+    # pydantic would read "0" or "1700000000.5" as Unix time; the parameter is ISO 8601 only.
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 date-time with zone, e.g. 2026-01-31T00:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_not_a_number)]
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -59,8 +74,10 @@ async def list_history(
         None, alias="status", max_length=100, description="One status or several, comma-separated."
     ),
     q: str | None = Query(None, max_length=200, description="Words in the prompt (prefixes)."),
-    since: datetime | None = Query(None, description="Created at or after (ISO 8601, with zone)."),
-    until: datetime | None = Query(None, description="Created before (ISO 8601, with zone)."),
+    since: IsoDatetime | None = Query(
+        None, description="Created at or after (ISO 8601, with zone)."
+    ),
+    until: IsoDatetime | None = Query(None, description="Created before (ISO 8601, with zone)."),
     adopted: bool | None = None,
     deleted: bool = Query(False, description="true: the trash instead of the live history."),
     cursor: str | None = Query(None, max_length=512),
