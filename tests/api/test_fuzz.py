@@ -2,12 +2,15 @@
 
 schemathesis reads ``/openapi.json`` from the running app (uvicorn on a loopback port, so the
 event stream streams the way it does for a browser) and sends every operation generated and
-mutated requests, authenticated with an API token. Path ids are drawn from real ids of that
-user half of the time, so the valid-id paths run too, not only the 404s. Every response must
-be a documented status, with the documented content type and schema, and never a 5xx.
+mutated requests, authenticated with an API token. Besides fully generated cases, path ids (and
+the bodies of adopt, upload, login and batch delete) are drawn from a seeded user's real data,
+so every operation reaches its success path too, not only its 4xx. Every response must be a
+documented status with the documented content type, headers and schema; never a 5xx; and a
+request that violates the schema must be refused.
 
-``FLOWSTUDIO_FUZZ_EXAMPLES`` (default 25) sets the examples per operation and generation mode;
-CI runs the default, a longer local run is e.g. ``FLOWSTUDIO_FUZZ_EXAMPLES=500``.
+``FLOWSTUDIO_FUZZ_EXAMPLES`` (default 25) sets the examples per operation; CI runs the default,
+a longer local search is e.g. ``FLOWSTUDIO_FUZZ_EXAMPLES=500``. Hypothesis runs derandomized
+and without its example database, so every run sends the same cases.
 """
 
 from __future__ import annotations
