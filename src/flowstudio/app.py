@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from flowstudio import migrate
 from flowstudio.auth.ratelimit import LoginRateLimiter
@@ -17,7 +17,8 @@ from flowstudio.auth.service import AuthService
 from flowstudio.config import Settings
 from flowstudio.context import AppContext
 from flowstudio.db import create_engine, read_only, session_factory
-from flowstudio.errors import install_error_handlers
+from flowstudio.deps import reject_nul_characters
+from flowstudio.errors import install_error_handlers, install_problem_openapi
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.routes import router as flows_router
 from flowstudio.generations.events import EventBus
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
                 yield
 
     app = FastAPI(
+        dependencies=[Depends(reject_nul_characters)],
         title="FlowStudio",
         version="0.1.0",
         summary="Multi-step AI image generation flows with a durable per-user history.",
@@ -200,6 +202,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     app.state.settings = settings
     web = _web_module()
     install_error_handlers(app, html_handler=getattr(web, "html_error_page", None))
+    install_problem_openapi(app)
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(flows_router)

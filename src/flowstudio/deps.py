@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +12,7 @@ from flowstudio.auth.models import User
 from flowstudio.auth.service import Principal
 from flowstudio.context import AppContext
 from flowstudio.db import session_scope
-from flowstudio.errors import CsrfFailed, Unauthenticated
+from flowstudio.errors import CsrfFailed, Unauthenticated, ValidationFailed
 
 SESSION_COOKIE = "flowstudio_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -99,3 +99,44 @@ async def page_limit(limit: int = Query(50, ge=1, le=100, description="Page size
 
 
 LimitDep = Annotated[int, Depends(page_limit)]
+
+
+NUL = "\x00"
+
+
+def _fields_with_nul(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, str):
+        if NUL in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            yield from ([name] if NUL in str(key) else _fields_with_nul(item, name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _fields_with_nul(item, f"{path}.{index}" if path else str(index))
+
+
+async def reject_nul_characters(request: Request) -> None:
+    """Refuse U+0000 anywhere in the path, the query or the body (JSON or form), for every route.
+
+    PostgreSQL cannot store it in text or compare text with it (SQLite can): without this, the
+    same request would be a 500 on one backend and accepted on the other."""
+    fields = [name for name, value in request.path_params.items() if NUL in str(value)]
+    fields += [name for name, value in request.query_params.multi_items() if NUL in name + value]
+    content_type = request.headers.get("content-type", "")
+    try:
+        if "json" in content_type:
+            fields += _fields_with_nul(await request.json(), "")
+        elif content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            for name, value in (await request.form()).multi_items():
+                text = value if isinstance(value, str) else (value.filename or "")
+                if NUL in name + text:
+                    fields.append(name)
+    except Exception:  # noqa: BLE001 — an unreadable body is the route's validation error
+        pass
+    if fields:
+        raise ValidationFailed(
+            "Text may not contain the NUL character (U+0000).",
+            errors=[{"field": field, "message": "contains U+0000"} for field in fields],
+        )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -96,6 +98,93 @@ class ServiceUnavailable(AppError):
     status, code, title = 503, "unavailable", "The service is not ready"
 
 
+class FieldProblem(BaseModel):
+    field: str = Field(description="Dotted path of the offending field ('' for the whole request).")
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: the body of every error response, with a stable ``code``."""
+
+    # Some problems carry more members (e.g. step_not_ready's `waiting_for`).
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="A URI naming the problem type.")
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong here, and what to do next.")
+    code: str = Field(description="Stable machine code: not_found, validation_error, ...")
+    instance: str | None = Field(None, description="The path of the request.")
+    errors: list[FieldProblem] | None = Field(
+        None, description="validation_error: what is wrong, field by field."
+    )
+
+
+PROBLEM_DESCRIPTIONS = {
+    400: "invalid_cursor: the cursor was not issued by this server for this list",
+    401: "unauthenticated: no valid session cookie or API token",
+    403: "csrf_failed: a session-cookie request without the right X-CSRF-Token header",
+    404: "not_found: no such resource, or it belongs to someone else",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error: the request does not fit the schema",
+    429: "rate_limited: too many attempts; see Retry-After",
+    503: "unavailable",
+}
+
+
+def problem_responses(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for error statuses: ``problem_responses(401, 404, (409, "why"))``.
+
+    Each is documented as ``application/problem+json`` with the :class:`Problem` schema (see
+    :func:`install_problem_openapi`)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for item in statuses:
+        status, description = item if isinstance(item, tuple) else (item, None)
+        responses[status] = {
+            "model": Problem,
+            "description": description or PROBLEM_DESCRIPTIONS.get(status, "error"),
+        }
+    return responses
+
+
+def declare_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every 4xx/5xx response of ``schema`` becomes ``application/problem+json`` / ``Problem``.
+
+    FastAPI would declare error models as ``application/json``, and its own default 422 as
+    ``HTTPValidationError``; this API sends neither."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(problem.pop("$defs", {}))
+    components["Problem"] = problem
+    reference = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                if str(status)[:1] in ("4", "5"):
+                    response["content"] = {PROBLEM_JSON: reference}
+    # FastAPI's own validation models, unless something still refers to them.
+    for name in ("HTTPValidationError", "ValidationError"):
+        model = components.pop(name, None)
+        if model is not None and f'"#/components/schemas/{name}"' in json.dumps(schema):
+            components[name] = model
+    return schema
+
+
+def install_problem_openapi(app: FastAPI) -> None:
+    """Post-process the app's generated OpenAPI schema once with
+    :func:`declare_problem_responses`."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = declare_problem_responses(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def problem_response(
     *,
     status: int,
@@ -181,6 +270,17 @@ def install_error_handlers(app: FastAPI, *, html_handler: Any = None) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):  # type: ignore[no-untyped-def]
+        if exc.status_code == 400 and not wants_html(request):
+            # Only the framework raises a bare 400: a body it could not parse (not UTF-8, a
+            # broken multipart form). Invalid JSON is already a validation_error; so is this.
+            return problem_response(
+                status=422,
+                code="validation_error",
+                title="The request is not valid",
+                detail="body: could not be parsed; send UTF-8 JSON, or a multipart form.",
+                instance=request.url.path,
+                extra={"errors": [{"field": "body", "message": "could not be parsed"}]},
+            )
         code, title = _HTTP_CODES.get(exc.status_code, ("error", "Error"))
         if wants_html(request):
             return await html_handler(request, exc.status_code, code, title)

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from flowstudio.deps import ContextDep
-from flowstudio.errors import ServiceUnavailable
+from flowstudio.errors import ServiceUnavailable, problem_responses
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +19,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "database or storage unreachable"}})
+@router.get(
+    "/readyz", responses=problem_responses((503, "unavailable: database or storage unreachable"))
+)
 async def readyz(ctx: ContextDep) -> dict[str, str]:
     """The database and the object store answer."""
     problems = []

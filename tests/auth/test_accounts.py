@@ -11,6 +11,7 @@ from flowstudio.auth.models import ApiToken, UserSession
 from flowstudio.auth.security import token_hash
 from flowstudio.db import utcnow
 from tests.fixtures.app import make_client, sign_up
+from tests.fixtures.flows import png_bytes
 
 PASSWORD = "correct horse battery"
 
@@ -191,6 +192,41 @@ async def test_validation_errors_are_problems(client):
         "/api/auth/register", content=b"{broken", headers={"content-type": "application/json"}
     )
     assert_problem(r, 422, "validation_error")
+    # Bytes that are not even UTF-8 (the framework says 400 "error parsing the body").
+    r = await client.post(
+        "/api/auth/register", content=b"\x18\xff", headers={"content-type": "application/json"}
+    )
+    body = assert_problem(r, 422, "validation_error")
+    assert body["errors"] == [{"field": "body", "message": "could not be parsed"}]
+
+
+async def test_nul_characters_are_refused_before_the_database_sees_them(app, alice):
+    # PostgreSQL cannot store or compare text with U+0000 (this was a 500 there).
+    token = await alice.post("/api/auth/tokens", json={"name": "ci\x00"})
+    body = assert_problem(token, 422, "validation_error")
+    assert body["errors"] == [{"field": "name", "message": "contains U+0000"}]
+    run = await alice.post("/api/flows/quick/runs", json={"inputs": {"prompt": {"x": ["\x00"]}}})
+    body = assert_problem(run, 422, "validation_error")
+    assert body["errors"] == [{"field": "inputs.prompt.x.0", "message": "contains U+0000"}]
+    quick = await alice.post("/api/flows/quick/runs", json={})
+    # Written by hand: httpx would percent-encode the NUL in the file name.
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a\x00.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + png_bytes((1, 2, 3)) + b"\r\n--b--\r\n"
+    )
+    upload = await alice.post(
+        f"/api/runs/{quick.json()['id']}/steps/image/assets",
+        content=form,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    body = assert_problem(upload, 422, "validation_error")
+    assert body["errors"] == [{"field": "file", "message": "contains U+0000"}]
+    async with make_client(app) as http:
+        login = await http.post(
+            "/api/auth/login", json={"email": "alice@example.com\x00", "password": PASSWORD}
+        )
+        assert_problem(login, 422, "validation_error")
+    assert (await alice.get("/api/auth/tokens")).json()["items"] == []
 
 
 async def test_unknown_api_route_and_unauthenticated(client):

@@ -18,6 +18,7 @@ from flowstudio.auth.schemas import (
 )
 from flowstudio.auth.service import SignedIn
 from flowstudio.deps import SESSION_COOKIE, ContextDep, CurrentUser, PrincipalDep, SessionDep
+from flowstudio.errors import problem_responses
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -44,7 +45,9 @@ def _client_address(request: Request) -> str:
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=SessionRead,
-    responses={409: {"description": "email_taken"}, 403: {"description": "registration_closed"}},
+    responses=problem_responses(
+        (403, "registration_closed"), (409, "email_taken: sign in instead"), 422
+    ),
 )
 async def register(
     body: Credentials, request: Request, response: Response, db: SessionDep, ctx: ContextDep
@@ -59,7 +62,7 @@ async def register(
 @router.post(
     "/login",
     response_model=SessionRead,
-    responses={401: {"description": "invalid_credentials"}, 429: {"description": "rate_limited"}},
+    responses=problem_responses((401, "invalid_credentials: wrong email or password"), 422, 429),
 )
 async def login(
     body: LoginBody, request: Request, response: Response, db: SessionDep, ctx: ContextDep
@@ -77,7 +80,9 @@ async def login(
     )
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 403)
+)
 async def logout(
     request: Request, response: Response, principal: PrincipalDep, db: SessionDep, ctx: ContextDep
 ) -> Response:
@@ -87,14 +92,19 @@ async def logout(
     return response
 
 
-@router.get("/me", response_model=SessionRead)
+@router.get("/me", response_model=SessionRead, responses=problem_responses(401))
 async def me(principal: PrincipalDep, ctx: ContextDep) -> SessionRead:
     return SessionRead(
         user=UserRead.model_validate(principal.user), csrf_token=ctx.auth.csrf_token(principal)
     )
 
 
-@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
+@router.post(
+    "/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenCreated,
+    responses=problem_responses(401, 403, 422),
+)
 async def create_token(
     body: TokenCreate, user: CurrentUser, db: SessionDep, ctx: ContextDep
 ) -> TokenCreated:
@@ -104,7 +114,7 @@ async def create_token(
     )
 
 
-@router.get("/tokens", response_model=TokenList)
+@router.get("/tokens", response_model=TokenList, responses=problem_responses(401))
 async def list_tokens(user: CurrentUser, db: SessionDep, ctx: ContextDep) -> TokenList:
     tokens = await ctx.auth.list_api_tokens(db, user=user)
     return TokenList(items=[TokenRead.model_validate(t) for t in tokens])
@@ -113,7 +123,7 @@ async def list_tokens(user: CurrentUser, db: SessionDep, ctx: ContextDep) -> Tok
 @router.delete(
     "/tokens/{token_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"description": "not_found"}},
+    responses=problem_responses(401, 403, (404, "not_found: no such token (or not yours)"), 422),
 )
 async def revoke_token(
     token_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep

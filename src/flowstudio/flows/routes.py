@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from flowstudio.deps import ContextDep, CurrentUser
-from flowstudio.errors import NotFound
+from flowstudio.errors import NotFound, problem_responses
 from flowstudio.flows.definitions import FlowDefinition
 from flowstudio.flows.registry import UnknownFlow
 
@@ -42,12 +42,16 @@ def to_read(flow: FlowDefinition) -> FlowRead:
     )
 
 
-@router.get("", response_model=FlowList)
+@router.get("", response_model=FlowList, responses=problem_responses(401))
 async def list_flows(_user: CurrentUser, ctx: ContextDep) -> FlowList:
     return FlowList(items=[to_read(flow) for flow in ctx.flows.all()])
 
 
-@router.get("/{slug}", response_model=FlowRead, responses={404: {"description": "not_found"}})
+@router.get(
+    "/{slug}",
+    response_model=FlowRead,
+    responses=problem_responses(401, (404, "not_found: no such flow")),
+)
 async def get_flow(slug: str, _user: CurrentUser, ctx: ContextDep) -> FlowRead:
     try:
         return to_read(ctx.flows.get(slug))

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from pydantic import BeforeValidator
 
 from flowstudio.db import utcnow
 from flowstudio.deps import ContextDep, CurrentUser, LimitDep, SessionDep
-from flowstudio.errors import NotFound, ValidationFailed
+from flowstudio.errors import NotFound, ValidationFailed, problem_responses
 from flowstudio.generations import history, repository
 from flowstudio.generations.repository import HistoryFilters, search_words
 from flowstudio.generations.routes import parse_statuses
@@ -26,9 +28,22 @@ from flowstudio.storage import ObjectNotFound
 
 router = APIRouter(prefix="/api/history", tags=["history"])
 
-NOT_FOUND = {404: {"description": "not_found: no such generation (or not yours)"}}
+NOT_FOUND = (404, "not_found: no such generation (or not yours)")
 SIGNED_URL_LIFETIME = timedelta(minutes=5)
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+_NUMBER = re.compile(r"\s*[+-]?\d+(?:\.\d*)?\s*")
+
+
+def _not_a_number(value: Any) -> Any:
+    # pydantic would read "0" or "1700000000.5" as Unix time; the parameter is ISO 8601 only.
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 date-time with zone, e.g. 2026-01-31T00:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_not_a_number)]
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -45,7 +60,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 @router.get(
     "",
     response_model=HistoryList,
-    responses={400: {"description": "invalid_cursor"}, 422: {"description": "validation_error"}},
+    responses=problem_responses(400, 401, 422),
 )
 async def list_history(
     user: CurrentUser,
@@ -59,8 +74,10 @@ async def list_history(
         None, alias="status", max_length=100, description="One status or several, comma-separated."
     ),
     q: str | None = Query(None, max_length=200, description="Words in the prompt (prefixes)."),
-    since: datetime | None = Query(None, description="Created at or after (ISO 8601, with zone)."),
-    until: datetime | None = Query(None, description="Created before (ISO 8601, with zone)."),
+    since: IsoDatetime | None = Query(
+        None, description="Created at or after (ISO 8601, with zone)."
+    ),
+    until: IsoDatetime | None = Query(None, description="Created before (ISO 8601, with zone)."),
     adopted: bool | None = None,
     deleted: bool = Query(False, description="true: the trash instead of the live history."),
     cursor: str | None = Query(None, max_length=512),
@@ -96,7 +113,9 @@ async def list_history(
     return HistoryList(items=items, next_cursor=next_cursor)
 
 
-@router.post("/delete", response_model=BatchDeleteResult)
+@router.post(
+    "/delete", response_model=BatchDeleteResult, responses=problem_responses(401, 403, 422)
+)
 async def delete_many(
     body: BatchDeleteBody, user: CurrentUser, db: SessionDep, ctx: ContextDep
 ) -> BatchDeleteResult:
@@ -106,7 +125,11 @@ async def delete_many(
     return BatchDeleteResult(deleted=[d.generation.id for d in deleted], not_found=not_found)
 
 
-@router.get("/{generation_id}", response_model=HistoryItem, responses=NOT_FOUND)
+@router.get(
+    "/{generation_id}",
+    response_model=HistoryItem,
+    responses=problem_responses(401, NOT_FOUND, 422),
+)
 async def get_generation(
     generation_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep
 ) -> HistoryItem:
@@ -115,7 +138,11 @@ async def get_generation(
     )
 
 
-@router.delete("/{generation_id}", response_model=DeleteResult, responses=NOT_FOUND)
+@router.delete(
+    "/{generation_id}",
+    response_model=DeleteResult,
+    responses=problem_responses(401, 403, NOT_FOUND, 422),
+)
 async def delete_generation(
     generation_id: uuid.UUID,
     user: CurrentUser,
@@ -141,7 +168,11 @@ async def delete_generation(
     )
 
 
-@router.post("/{generation_id}/restore", response_model=HistoryItem, responses=NOT_FOUND)
+@router.post(
+    "/{generation_id}/restore",
+    response_model=HistoryItem,
+    responses=problem_responses(401, 403, NOT_FOUND, 422),
+)
 async def restore_generation(
     generation_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep
 ) -> HistoryItem:
@@ -154,7 +185,9 @@ async def restore_generation(
 
 AssetKind = Literal["image", "thumbnail", "download"]
 ASSET_RESPONSES = {
-    **NOT_FOUND,
+    **problem_responses(
+        401, (404, "not_found: no such generation (or not yours), or it has no image"), 422
+    ),
     200: {
         "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
         "description": "the bytes (local storage)",

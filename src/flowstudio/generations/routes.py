@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFil
 from fastapi.responses import StreamingResponse
 
 from flowstudio.deps import ContextDep, CurrentUser, LimitDep, SessionDep
-from flowstudio.errors import ValidationFailed
+from flowstudio.errors import ValidationFailed, problem_responses
 from flowstudio.generations import repository, service
 from flowstudio.generations.models import GenerationStatus
 from flowstudio.generations.schemas import (
@@ -60,8 +60,13 @@ def parse_statuses(raw: str | None) -> list[str]:
             "description": "Prefer: wait=N and every generation finished in time",
             "model": GenerateResponse,
         },
-        404: {"description": "not_found: no such run or step"},
-        409: {"description": "step_not_ready, or idempotency_key_reused"},
+        **problem_responses(
+            401,
+            403,
+            (404, "not_found: no such run or step (or not yours)"),
+            (409, "step_not_ready, or idempotency_key_reused"),
+            422,
+        ),
     },
 )
 async def generate(
@@ -102,7 +107,7 @@ async def generate(
 @router.get(
     "/steps/{step_id}/assets",
     response_model=CandidateList,
-    responses={404: {"description": "not_found"}, 400: {"description": "invalid_cursor"}},
+    responses=problem_responses(400, 401, (404, "not_found: no such run or step"), 422),
 )
 async def list_assets(
     run_id: uuid.UUID,
@@ -142,9 +147,7 @@ async def list_assets(
             "description": "the same image was already a candidate here",
             "model": GenerationRead,
         },
-        404: {"description": "not_found"},
-        413: {"description": "payload_too_large"},
-        415: {"description": "unsupported_media_type"},
+        **problem_responses(401, 403, (404, "not_found: no such run or step"), 413, 415, 422),
     },
 )
 async def upload_asset(
@@ -182,7 +185,7 @@ async def upload_asset(
             "description": "one `generation` event per status change (the generation as "
             "JSON) and an `adoption` event when a step's adoption changes",
         },
-        404: {"description": "not_found"},
+        **problem_responses(401, (404, "not_found: no such run (or not yours)"), 422),
     },
 )
 async def run_events(

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Query, status
 
 from flowstudio.deps import ContextDep, CurrentUser, LimitDep, SessionDep
+from flowstudio.errors import problem_responses
 from flowstudio.runs import service
 from flowstudio.runs.schemas import (
     AdoptBody,
@@ -20,14 +21,14 @@ from flowstudio.runs.schemas import (
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
-NOT_FOUND = {404: {"description": "not_found: no such run (or not yours)"}}
+NOT_FOUND = (404, "not_found: no such run or step (or not yours)")
 
 
 @router.post(
     "/flows/{slug}/runs",
     status_code=status.HTTP_201_CREATED,
     response_model=RunRead,
-    responses={404: {"description": "not_found"}, 422: {"description": "validation_error"}},
+    responses=problem_responses(401, 403, (404, "not_found: no such flow"), 422),
 )
 async def start_run(
     slug: str, body: RunCreate, user: CurrentUser, db: SessionDep, ctx: ContextDep
@@ -38,7 +39,7 @@ async def start_run(
     return (await service.describe_runs(db, [run]))[0]
 
 
-@router.get("/runs", response_model=RunList, responses={400: {"description": "invalid_cursor"}})
+@router.get("/runs", response_model=RunList, responses=problem_responses(400, 401, 422))
 async def list_runs(
     user: CurrentUser,
     db: SessionDep,
@@ -53,13 +54,19 @@ async def list_runs(
     return RunList(items=items, next_cursor=next_cursor)
 
 
-@router.get("/runs/{run_id}", response_model=RunRead, responses=NOT_FOUND)
+@router.get(
+    "/runs/{run_id}", response_model=RunRead, responses=problem_responses(401, NOT_FOUND, 422)
+)
 async def get_run(run_id: uuid.UUID, user: CurrentUser, db: SessionDep) -> RunRead:
     run = await service.get_owned_run(db, user=user, run_id=run_id)
     return (await service.describe_runs(db, [run]))[0]
 
 
-@router.delete("/runs/{run_id}", response_model=RunDeleted, responses=NOT_FOUND)
+@router.delete(
+    "/runs/{run_id}",
+    response_model=RunDeleted,
+    responses=problem_responses(401, 403, NOT_FOUND, 422),
+)
 async def delete_run(
     run_id: uuid.UUID, user: CurrentUser, db: SessionDep, ctx: ContextDep
 ) -> RunDeleted:
@@ -74,7 +81,9 @@ async def delete_run(
 @router.post(
     "/runs/{run_id}/steps/{step_id}/adopt",
     response_model=AdoptResult,
-    responses={**NOT_FOUND, 409: {"description": "not_adoptable"}},
+    responses=problem_responses(
+        401, 403, NOT_FOUND, (409, "not_adoptable: the candidate is not succeeded"), 422
+    ),
 )
 async def adopt(
     run_id: uuid.UUID,
@@ -100,7 +109,9 @@ async def adopt(
 
 
 @router.post(
-    "/runs/{run_id}/steps/{step_id}/clear", response_model=ClearResult, responses=NOT_FOUND
+    "/runs/{run_id}/steps/{step_id}/clear",
+    response_model=ClearResult,
+    responses=problem_responses(401, 403, NOT_FOUND, 422),
 )
 async def clear(
     run_id: uuid.UUID, step_id: str, user: CurrentUser, db: SessionDep, ctx: ContextDep
