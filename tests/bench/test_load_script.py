@@ -7,7 +7,6 @@ its latencies belong to `python -m bench.load`, not to the test suite.
 from __future__ import annotations
 
 import pytest
-
 from bench.load import serve_and_load
 
 
