@@ -258,7 +258,9 @@ async def profile_history(url: str, token: str, backend: str, count: int = 300) 
                 profiler.stop()
     path = Path(__file__).parent / "results" / f"throughput_profile_{backend}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    text = profiler.output_text(unicode=False, color=False, show_all=False)
+    # Paths relative to the checkout, so the recorded profile names no machine.
+    path.write_text(text.replace(str(Path(__file__).parent.parent) + "/", ""))
     return path
 
 
