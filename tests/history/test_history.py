@@ -299,3 +299,61 @@ async def test_search_pages_through_many_matches_exactly_once(alice, bob, monkey
         (i["created_at"] for i in everything), reverse=True
     )
     assert ok[0]["id"] in {i["id"] for i in everything}
+
+
+def test_history_items_are_complete_and_valid_models():
+    """Items are built without validation for speed; validating what was built must give the
+    same item back (every field present, every value of the declared type)."""
+    from flowstudio.generations.models import Generation
+    from flowstudio.generations.schemas import HistoryItem, to_read
+    from flowstudio.ids import uuid7
+
+    now = datetime.now(UTC)
+    common = dict(
+        user_id=uuid7(),
+        run_id=uuid7(),
+        step_id="image",
+        flow_slug="quick",
+        batch_id=uuid7(),
+        batch_index=0,
+        source="generated",
+        prompt="an otter",
+        params={"size": "64x64"},
+        temperature=0.5,
+        seed=7,
+        provider="local",
+        model="m",
+        output={"render_ms": 3},
+        attempts=1,
+        created_at=now,
+        updated_at=now,
+    )
+    succeeded = Generation(
+        id=uuid7(),
+        status="succeeded",
+        object_key="u/x/r/y/image/z.png",
+        mime="image/png",
+        width=64,
+        height=64,
+        size_bytes=10,
+        sha256="ab" * 32,
+        started_at=now,
+        finished_at=now,
+        **common,
+    )
+    failed = Generation(
+        id=uuid7(), status="failed", error_code="provider_error", error_message="no", **common
+    )
+    for generation in (succeeded, failed):
+        item = to_read(
+            generation,
+            adopted=True,
+            model=HistoryItem,
+            run_title="r",
+            step_title="s",
+            flow_title="f",
+            purge_after=None,
+        )
+        again = HistoryItem.model_validate(item.model_dump())
+        assert again.model_dump_json() == item.model_dump_json()
+        assert item.model_fields_set == set(HistoryItem.model_fields)
