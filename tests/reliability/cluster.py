@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -41,6 +42,7 @@ prompt = "a small test image"
 size = "128x128"
 """
 
+PYCACHE = Path(tempfile.gettempdir()) / "flowstudio-test-pycache"
 START_TIMEOUT = 90.0  # a busy 2-core machine can take a while to import and migrate
 
 
@@ -83,6 +85,10 @@ class Deployment:
         values = {**self.values, **overrides}
         env.update({f"FLOWSTUDIO_{k.upper()}": str(v) for k, v in values.items()})
         env["PYTHONUNBUFFERED"] = "1"
+        if env.pop("PYTHONDONTWRITEBYTECODE", None):
+            # Without cached bytecode every start compiles FastAPI, SQLAlchemy and Alembic
+            # again (seconds of CPU); keep the cache out of the source tree instead.
+            env.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
         return env
 
     def in_process_settings(self, **overrides: Any) -> Settings:
@@ -196,6 +202,45 @@ class ProcessGroup:
         await asyncio.gather(*(p.stop() for p in self.processes))
 
 
+class Rotation:
+    """`size` processes of one kind that get killed in turn, oldest first. Each is replaced at
+    once, so a replacement has `size - 1` rounds to start while the others carry the load."""
+
+    def __init__(self, group: ProcessGroup, kind: str, size: int) -> None:
+        self.group = group
+        self.kind = kind
+        self.size = size
+        self.processes: list[FlowStudioProcess] = []
+        self._ready: dict[FlowStudioProcess, asyncio.Task[FlowStudioProcess]] = {}
+        self.killed = 0
+
+    async def start(self) -> Rotation:
+        self.processes = list(
+            await asyncio.gather(*(self.group.start(self.kind) for _ in range(self.size)))
+        )
+        return self
+
+    async def ready(self, offset: int = 0) -> FlowStudioProcess:
+        """The process that is `offset` places after the next victim, once it is ready."""
+        process = self.processes[offset % self.size]
+        task = self._ready.get(process)
+        if task is not None:
+            await task  # raises if it failed to start
+        return process
+
+    def kill_and_replace(self, victim: FlowStudioProcess) -> None:
+        victim.kill()
+        self.killed += 1
+        replacement = self.group.deployment.process(self.kind).start()
+        self.group.processes.append(replacement)
+        self.processes.remove(victim)
+        self.processes.append(replacement)
+        self._ready[replacement] = asyncio.create_task(replacement.wait_ready())
+
+    async def all_ready(self) -> None:
+        await asyncio.gather(*self._ready.values())
+
+
 @contextlib.asynccontextmanager
 async def process_group(deployment: Deployment) -> AsyncIterator[ProcessGroup]:
     group = ProcessGroup(deployment)
@@ -214,8 +259,13 @@ class Api:
     def __init__(self, base_url: str, token: str, *, timeout: float = 60.0) -> None:
         self.base_url = base_url
         self.token = token
+        # No keep-alive: a request on a connection the server is just closing as idle fails
+        # with a ReadError that is no fault of FlowStudio's.
         self.http = httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     @classmethod
@@ -252,9 +302,12 @@ class Api:
         prompt: str,
         count: int = 1,
         idempotency_key: str | None = None,
+        wait: float | None = None,
         step_id: str = "image",
     ) -> httpx.Response:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if wait:
+            headers["Prefer"] = f"wait={wait:g}"
         return await self.http.post(
             f"/api/runs/{run_id}/steps/{step_id}/generate",
             json={"prompt": prompt, "count": count},
@@ -286,11 +339,12 @@ class Api:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to an upstream address; `cut()` breaks every connection and
-    refuses new ones until `restore()`. With `fail_http` set, HTTP/1.1 requests for which
-    `fail_http(method, path)` is true are cut off halfway through their body instead."""
+    refuses new ones until `restore()`. With `http=True` it reads HTTP/1.1 requests, and those
+    for which `fail_http(method, path)` is true are cut off halfway through their body."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, http: bool = False) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.http = http
         self.port = 0
         self.refusing = False
         self.fail_http: Callable[[str, str], bool] | None = None
@@ -333,7 +387,7 @@ class TcpProxy:
             return
         link = (writer, up_writer)
         self._links.add(link)
-        forward = self._http_requests if self.fail_http is not None else self._pipe
+        forward = self._http_requests if self.http else self._pipe
         try:
             await asyncio.gather(
                 forward(reader, up_writer, link), self._pipe(up_reader, writer, link)
