@@ -334,6 +334,66 @@ class Api:
                     sink.append(json.loads(line[6:]))
 
 
+# -- load ------------------------------------------------------------------------------------------
+
+PER_REQUEST = 3  # generations per request, as the "3x" button asks
+SUBMITTERS = 4  # requests in flight at once
+
+
+async def submit(
+    apis: list[Api], runs: list[str], count: int, provider_delay: float, tag: str
+) -> list[str]:
+    """`count` generations in 3x requests, alternating web processes and runs; their ids."""
+    ids: list[str] = []
+    gate = asyncio.Semaphore(SUBMITTERS)
+
+    async def one(i: int) -> None:
+        async with gate:
+            response = await apis[i % len(apis)].generate(
+                runs[i % len(runs)],
+                prompt=f"[slow:{provider_delay:g}] {tag} {i}",
+                count=PER_REQUEST,
+            )
+            assert response.status_code == 202, response.text
+            ids.extend(g["id"] for g in response.json()["generations"])
+
+    await asyncio.gather(*(one(i) for i in range(count // PER_REQUEST)))
+    return ids
+
+
+async def wait_terminal(engine: Any, ids: list[str], timeout: float = 300.0) -> None:
+    """Until every generation in `ids` is terminal, read straight from the database."""
+    from sqlalchemy import func, select
+
+    from flowstudio.generations.models import TERMINAL_STATUSES, Generation
+
+    wanted = [uuid.UUID(i) for i in ids]
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        async with engine.connect() as connection:
+            done = await connection.scalar(
+                select(func.count())
+                .select_from(Generation)
+                .where(Generation.id.in_(wanted), Generation.status.in_(TERMINAL_STATUSES))
+            )
+        if done == len(wanted):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"only {done} of {len(wanted)} generations finished in {timeout:g} s")
+
+
+async def run_phase(
+    engine: Any, apis: list[Api], runs: list[str], count: int, provider_delay: float, tag: str
+) -> tuple[list[str], float]:
+    """Submit `count` generations and wait for all; (ids, seconds from first request to last
+    terminal row)."""
+    started = time.perf_counter()
+    ids = await submit(apis, runs, count, provider_delay, tag)
+    await wait_terminal(engine, ids)
+    return ids, time.perf_counter() - started
+
+
 # -- a TCP proxy that can fail on demand ---------------------------------------------------------
 
 

@@ -11,68 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from flowstudio.db import create_engine
 from flowstudio.generations.models import TERMINAL_STATUSES, Generation
 from tests.reliability import invariants
-from tests.reliability.cluster import Api, Deployment, process_group
+from tests.reliability.cluster import Api, Deployment, process_group, run_phase
 from tests.reliability.conftest import record_figure
 
 PER_PHASE = 150
 RUNS = 6
 PROVIDER_DELAY = 0.25  # seconds each generation spends "at the provider" ([slow:N] hook)
 WORKER_CONCURRENCY = 4
-PER_REQUEST = 3  # a "3x" request
-SUBMITTERS = 4
-
-
-async def submit(apis: list[Api], runs: list[str], count: int, tag: str) -> list[str]:
-    """`count` generations in 3x requests, alternating web processes and runs."""
-    ids: list[str] = []
-    gate = asyncio.Semaphore(SUBMITTERS)
-
-    async def one(i: int) -> None:
-        async with gate:
-            api = apis[i % len(apis)]
-            response = await api.generate(
-                runs[i % len(runs)],
-                prompt=f"[slow:{PROVIDER_DELAY}] {tag} {i}",
-                count=PER_REQUEST,
-            )
-            assert response.status_code == 202, response.text
-            ids.extend(g["id"] for g in response.json()["generations"])
-
-    await asyncio.gather(*(one(i) for i in range(count // PER_REQUEST)))
-    return ids
-
-
-async def wait_terminal(engine: Any, ids: list[str], timeout: float = 240.0) -> None:
-    import uuid
-
-    wanted = [uuid.UUID(i) for i in ids]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        async with engine.connect() as connection:
-            done = await connection.scalar(
-                select(func.count())
-                .select_from(Generation)
-                .where(Generation.id.in_(wanted), Generation.status.in_(TERMINAL_STATUSES))
-            )
-        if done == len(wanted):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"only {done} of {len(wanted)} generations finished in {timeout:g} s")
-
-
-async def run_phase(engine: Any, apis: list[Api], runs: list[str], tag: str) -> tuple[list, float]:
-    started = time.perf_counter()
-    ids = await submit(apis, runs, PER_PHASE, tag)
-    await wait_terminal(engine, ids)
-    return ids, time.perf_counter() - started
 
 
 async def test_two_web_processes_and_two_workers_on_postgres_and_s3(
@@ -99,9 +50,13 @@ async def test_two_web_processes_and_two_workers_on_postgres_and_s3(
                     streams.append(asyncio.create_task(api.events(run, sink, connected)))
                     await asyncio.wait_for(connected.wait(), 30)
 
-            one_ids, one_seconds = await run_phase(engine, apis, runs, "one worker")
+            one_ids, one_seconds = await run_phase(
+                engine, apis, runs, PER_PHASE, PROVIDER_DELAY, "one worker"
+            )
             await group.start("worker")
-            two_ids, two_seconds = await run_phase(engine, apis, runs, "two workers")
+            two_ids, two_seconds = await run_phase(
+                engine, apis, runs, PER_PHASE, PROVIDER_DELAY, "two workers"
+            )
             ids = one_ids + two_ids
             assert len(set(ids)) == 2 * PER_PHASE
             # Let the last events cross NOTIFY and reach both streams.
