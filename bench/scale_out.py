@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import tempfile
 import uuid
@@ -80,6 +81,7 @@ def main() -> None:
     admin = os.environ.get("FLOWSTUDIO_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     name = f"flowstudio_bench_scale_{uuid.uuid4().hex[:8]}"
     asyncio.run(_execute_autocommit(admin, f'CREATE DATABASE "{name}"'))
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per S3 request
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     try:
