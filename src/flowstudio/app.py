@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from flowstudio import migrate
 from flowstudio.auth.ratelimit import LoginRateLimiter
 from flowstudio.auth.routes import router as auth_router
 from flowstudio.auth.security import PasswordHasher
@@ -137,6 +136,10 @@ async def open_context(
         engine = create_engine(settings.resolved_database_url)
         stack.push_async_callback(engine.dispose)
         if settings.is_sqlite and migrate_sqlite:
+            # Imported here: Alembic costs half a second of start-up that PostgreSQL
+            # deployments (migrated by `flowstudio db upgrade`) never need.
+            from flowstudio import migrate
+
             await migrate.upgrade(engine)
         store = open_object_store(
             settings.resolved_storage_url,

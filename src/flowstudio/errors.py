@@ -231,6 +231,35 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+def _connection_error_types() -> tuple[type[BaseException], ...]:
+    import asyncpg.exceptions
+    from sqlalchemy import exc as sa
+
+    return (
+        ConnectionError,
+        sa.TimeoutError,  # no pooled connection came free: the database does not answer
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.CannotConnectNowError,
+    )
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) means the database connection is lost or refused."""
+    from sqlalchemy import exc as sa
+
+    lost = _connection_error_types()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, lost):
+            return True
+        if isinstance(current, sa.DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def install_error_handlers(app: FastAPI, *, html_handler: Any = None) -> None:
     """Render every error as problem+json (API) — or, for page requests, via ``html_handler``."""
 
@@ -296,11 +325,38 @@ def install_error_handlers(app: FastAPI, *, html_handler: Any = None) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    async def _database_unreachable(request: Request, exc: Exception):  # type: ignore[no-untyped-def]
+        # Not a bug: the database is restarting or out of reach, so the request's work was
+        # (almost certainly) not committed; the client may retry, and /readyz says the same.
+        import logging
+
+        logging.getLogger("flowstudio").warning(
+            "database unreachable on %s: %s", request.url.path, exc
+        )
+        unavailable = ServiceUnavailable(
+            "The database is unreachable. Try again in a few seconds; with the same "
+            "Idempotency-Key a retry never creates the work twice.",
+            headers={"Retry-After": "5"},
+        )
+        return await _app_error(request, unavailable)
+
+    async def _maybe_unreachable(request: Request, exc: Exception):  # type: ignore[no-untyped-def]
+        if database_unreachable(exc):
+            return await _database_unreachable(request, exc)
+        raise exc  # a real error: the handler of last resort below logs it
+
+    from sqlalchemy.exc import DBAPIError
+
+    for connection_error in (*_connection_error_types(), DBAPIError):
+        app.add_exception_handler(connection_error, _maybe_unreachable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # type: ignore[no-untyped-def]
         # Logged with its traceback by the server; the client only learns that it failed.
         import logging
 
+        if database_unreachable(exc):
+            return await _database_unreachable(request, exc)
         logging.getLogger("flowstudio").exception("unhandled error on %s", request.url.path)
         if wants_html(request):
             return await html_handler(request, 500, "internal_error", "Something went wrong")

@@ -21,7 +21,7 @@ from flowstudio.context import AppContext
 from flowstudio.db import utcnow
 from flowstudio.generations import repository, service
 from flowstudio.generations.events import EventBus
-from flowstudio.generations.models import Generation
+from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.imaging import UnsupportedImage, process_image
 from flowstudio.providers import (
     GenerationRequest,
@@ -31,7 +31,11 @@ from flowstudio.providers import (
     UnknownProvider,
 )
 from flowstudio.storage import StorageError
-from flowstudio.storage.keys import generation_object_key, thumbnail_key
+from flowstudio.storage.keys import (
+    generation_object_key,
+    generation_object_prefix,
+    thumbnail_key,
+)
 
 log = logging.getLogger("flowstudio.worker")
 
@@ -150,6 +154,7 @@ class Worker:
                     await db.commit()
                 if recovered:
                     log.warning("recovered %d generation(s) from expired leases", len(recovered))
+                    await self._discard_objects_of_lost(recovered)
                     self._wake.set()
                 if self.maintenance is not None:
                     await self.maintenance()
@@ -157,6 +162,26 @@ class Worker:
                 raise
             except Exception:
                 log.exception("lease maintenance failed")
+
+    async def _discard_objects_of_lost(self, recovered: list[Generation]) -> None:
+        """A worker that died between storing the image and finishing the row left objects
+        behind. A row retried later overwrites them (same key); one that ends `worker_lost`
+        must leave nothing in the store, like any failed generation."""
+        for generation in recovered:
+            if generation.status != GenerationStatus.FAILED.value:
+                continue
+            prefix = generation_object_prefix(
+                user_id=generation.user_id,
+                run_id=generation.run_id,
+                step_id=generation.step_id,
+                generation_id=generation.id,
+            )
+            try:
+                keys = [info.key async for info in self.ctx.store.list_prefix(prefix)]
+                if keys:
+                    await self.ctx.store.delete_many(keys)
+            except Exception:  # the orphan sweep of `flowstudio gc` removes them later
+                log.exception("could not delete the objects of lost generation %s", generation.id)
 
     async def _heartbeat(self) -> None:
         ids = list(self._jobs)
@@ -350,7 +375,11 @@ class Worker:
                     "sha256": image.sha256,
                     "provider_request_id": result.provider_request_id,
                     "model": result.model,
-                    "output": {"provider": result.metadata, "timings": timings},
+                    "output": {
+                        "provider": result.metadata,
+                        "timings": timings,
+                        "worker": self.owner,
+                    },
                 },
             )
             await db.commit()

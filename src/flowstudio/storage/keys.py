@@ -24,6 +24,7 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "THUMBNAIL_SUFFIX",
     "generation_object_key",
+    "generation_object_prefix",
     "run_prefix",
     "thumbnail_key",
     "upload_object_key",
@@ -138,6 +139,16 @@ def generation_object_key(
         f"{_uuid(generation_id, 'generation id')}.{validate_ext(ext)}"
     )
     return validate_key(key)
+
+
+def generation_object_prefix(
+    *, user_id: UUID, run_id: UUID, step_id: str, generation_id: UUID
+) -> str:
+    """The prefix every object of one generation starts with (image and thumbnail)."""
+    return validate_prefix(
+        f"{run_prefix(user_id, run_id)}{validate_step_id(step_id)}/"
+        f"{_uuid(generation_id, 'generation id')}."
+    )
 
 
 def upload_object_key(

@@ -1,0 +1,60 @@
+"""A worker that died after storing an image but before finishing the row."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from flowstudio.generations import repository, service
+from flowstudio.generations.worker import Worker
+from flowstudio.storage.keys import generation_object_key, thumbnail_key
+from tests.fixtures.flows import generate, start_run, wait_until
+
+
+@pytest.fixture
+def settings_overrides() -> dict:
+    return {"max_attempts": 1}
+
+
+@pytest.mark.parametrize("storage_kind", ["local", "s3"])
+async def test_lost_generation_leaves_no_objects_behind(app, alice):
+    ctx = app.state.ctx
+    await app.state.worker.stop()
+    run = await start_run(alice)
+    [pending] = (await generate(alice, run["id"], "object", wait=False)).json()["generations"]
+    # A worker claims the row, writes the image and thumbnail, and is killed before it can
+    # finish the row; its lease runs out with no attempts left.
+    async with ctx.sessions() as db:
+        [claimed] = await service.claim(
+            db, bus=ctx.bus, owner="killed", limit=1, per_user=5, lease=timedelta(seconds=-1)
+        )
+        await db.commit()
+    key = generation_object_key(
+        user_id=claimed.user_id,
+        run_id=claimed.run_id,
+        step_id=claimed.step_id,
+        generation_id=claimed.id,
+        ext="png",
+    )
+    await ctx.store.put(key, b"image bytes", content_type="image/png")
+    await ctx.store.put(thumbnail_key(key), b"thumbnail bytes", content_type="image/webp")
+
+    survivor = Worker(ctx, ctx.bus, name="survivor")
+    await survivor.start()
+    try:
+
+        async def objects_gone() -> bool:
+            async with ctx.sessions() as db:
+                [row] = await repository.get_by_ids(db, [uuid.UUID(pending["id"])])
+            keys = [info.key async for info in ctx.store.list_prefix("u/")]
+            return row.status == "failed" and not keys
+
+        await wait_until(objects_gone, timeout=20)
+    finally:
+        await survivor.stop()
+    async with ctx.sessions() as db:
+        [row] = await repository.get_by_ids(db, [uuid.UUID(pending["id"])])
+    assert row.error_code == "worker_lost"
+    assert row.object_key is None
