@@ -153,7 +153,7 @@ async def test_web_processes_killed_at_random_moments(pg_s3_deployment: Deployme
     Idempotency-Key: an accepted request is never lost, and never doubled."""
     deployment = pg_s3_deployment
     rng = random.Random(SEED)
-    total = rounds(ci=10, long=100)
+    total = rounds(ci=20, long=100)
     accepted: set[str] = set()
     requested: dict[str, int] = {}  # idempotency key -> count
     broken = 0
@@ -213,7 +213,7 @@ async def test_embedded_serve_killed_and_restarted_on_the_same_data_dir(
     """The embedded default (SQLite + local objects + in-process worker), killed mid-work."""
     deployment = sqlite_local_deployment
     rng = random.Random(SEED)
-    total = rounds(ci=10, long=100)
+    total = rounds(ci=20, long=100)
     accepted: set[str] = set()
     interrupted = 0
     token = run_id = None
