@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 
 from flowstudio.auth.ratelimit import LoginRateLimiter
 from flowstudio.auth.routes import router as auth_router
@@ -221,15 +222,42 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         include_in_schema=False,
     )
-    async def _unknown_api_route(path: str) -> None:
-        from flowstudio.errors import NotFound
+    async def _unknown_api_route(request: Request, path: str) -> None:
+        from flowstudio.errors import MethodNotAllowed, NotFound
 
+        # Reached when no route matched in full: if a documented operation has this address,
+        # the method is what is wrong (405 with Allow, as HTTP says); else nothing is here.
+        allowed = {
+            method
+            for pattern, methods in _api_addresses(request.app)
+            if pattern.fullmatch(request.url.path)
+            for method in methods
+        }
+        if allowed:
+            if "GET" in allowed:
+                allowed.add("HEAD")
+            raise MethodNotAllowed(
+                f"{request.method} is not supported here; use {', '.join(sorted(allowed))}.",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
         raise NotFound("There is no API endpoint at this address.")
 
     app.include_router(api_fallback)
     if web is not None:
         web.install_web(app)
     return app
+
+
+def _api_addresses(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
+    """Each documented address as a pattern, with its methods (from the OpenAPI schema)."""
+    found = getattr(app.state, "api_addresses", None)
+    if found is None:
+        found = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = re.compile(re.sub(r"\\{[^}/]+\\}", "[^/]+", re.escape(template)))
+            found.append((pattern, {method.upper() for method in operations}))
+        app.state.api_addresses = found
+    return found
 
 
 def _web_module():  # type: ignore[no-untyped-def]

@@ -50,6 +50,10 @@ class Forbidden(AppError):
     status, code, title = 403, "forbidden", "Not allowed"
 
 
+class MethodNotAllowed(AppError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+
 class NotFound(AppError):
     status, code, title = 404, "not_found", "Not found"
 

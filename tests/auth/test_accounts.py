@@ -236,6 +236,19 @@ async def test_unknown_api_route_and_unauthenticated(client):
     assert_problem(bad, 401, "unauthenticated")
 
 
+async def test_wrong_method_on_a_known_address_is_405(client, alice):
+    """Not 404: the address exists. Allow names what it takes; no credentials are needed to learn
+    that, and no resource is looked up."""
+    wrong = await client.put("/api/history")
+    body = assert_problem(wrong, 405, "method_not_allowed")
+    assert wrong.headers["allow"] == "GET, HEAD"
+    assert "GET" in body["detail"]
+    runs = await client.patch("/api/runs/01a2025b-57b2-7156-867b-a27a02ce697c")
+    assert_problem(runs, 405, "method_not_allowed")
+    assert runs.headers["allow"] == "DELETE, GET, HEAD"
+    assert_problem(await client.put("/api/nope/deeper"), 404, "not_found")
+
+
 async def test_health(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
