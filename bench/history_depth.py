@@ -1119,30 +1119,34 @@ def _conditions(dialect: str, user_id: uuid.UUID, filters: HistoryFilters) -> li
     return conditions
 
 
+async def issue_heavy_token(engine: Any, *, name: str) -> tuple[User, str]:
+    """The heavy user and a fresh API token of theirs called `name` (older ones removed)."""
+    token = new_api_token()
+    async with session_factory(engine)() as db:
+        user = await db.scalar(select(User).where(User.email == HEAVY_EMAIL))
+        if user is None:
+            raise SystemExit("the database has no heavy user: refill it")
+        old = await db.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.name == name)
+        )
+        for row in old:
+            await db.delete(row)
+        db.add(
+            ApiToken(
+                user_id=user.id, name=name, token_prefix=token[:10], token_hash=token_hash(token)
+            )
+        )
+        await db.commit()
+    return user, token
+
+
 async def prepare(url: str, args: argparse.Namespace, variants: list[Variant]) -> Setup:
     engine = create_engine(url)
     dialect = engine.dialect.name
     secret = secrets.token_urlsafe(32)
     codec = CursorCodec(secret.encode())
-    token = new_api_token()
     try:
-        async with session_factory(engine)() as db:
-            user = await db.scalar(select(User).where(User.email == HEAVY_EMAIL))
-            assert user is not None, "no heavy user: refill the database"
-            old = await db.scalars(
-                select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.name == TOKEN_NAME)
-            )
-            for row in old:
-                await db.delete(row)
-            db.add(
-                ApiToken(
-                    user_id=user.id,
-                    name=TOKEN_NAME,
-                    token_prefix=token[:10],
-                    token_hash=token_hash(token),
-                )
-            )
-            await db.commit()
+        user, token = await issue_heavy_token(engine, name=TOKEN_NAME)
         cells, counts = [], {}
         dataset: dict[str, Any] = {}
         async with session_factory(engine)() as db:

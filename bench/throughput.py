@@ -38,14 +38,11 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from bench import history_depth
 from bench.common import record
 from bench.serve import RssSampler, ServeProcess
-from flowstudio.auth.models import ApiToken, User
-from flowstudio.auth.security import new_api_token, token_hash
-from flowstudio.db import create_engine, session_factory
+from flowstudio.db import create_engine
 
 console = Console() if sys.stdout.isatty() else Console(width=140)
 
@@ -141,25 +138,8 @@ def filled_database(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 async def issue_token(url: str) -> str:
     """A fresh API token for the heavy user (older ones of this benchmark are removed)."""
     engine = create_engine(url)
-    token = new_api_token()
     try:
-        async with session_factory(engine)() as db:
-            user = await db.scalar(select(User).where(User.email == history_depth.HEAVY_EMAIL))
-            if user is None:
-                raise SystemExit("the database has no heavy user: refill it")
-            for old in await db.scalars(
-                select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.name == TOKEN_NAME)
-            ):
-                await db.delete(old)
-            db.add(
-                ApiToken(
-                    user_id=user.id,
-                    name=TOKEN_NAME,
-                    token_prefix=token[:10],
-                    token_hash=token_hash(token),
-                )
-            )
-            await db.commit()
+        _user, token = await history_depth.issue_heavy_token(engine, name=TOKEN_NAME)
     finally:
         await engine.dispose()
     return token
