@@ -15,7 +15,7 @@
    plain, with `flow=product-shot` and with `q=<word>`; each depth's cursor is the signed
    position of the last row of the previous page in that (filtered) order. Each response is
    checked to start at the expected row. The same pages are also timed in-process through
-   `repository.history_page` (database + ORM only).
+   `repository.history_page` (the query and its rows, no HTTP).
 4. Records EXPLAIN (SQLite: EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN ANALYZE, plus the plan of a
    prepared statement after six executions, as the server's statement cache sees it) of the
    list query at the deepest depth, and writes bench/results/history_depth_<backend>.json.
@@ -57,7 +57,7 @@ from flowstudio.auth.security import new_api_token, token_hash
 from flowstudio.db import create_engine, session_factory
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.definitions import render_prompt
-from flowstudio.generations import repository
+from flowstudio.generations import history_json, repository
 from flowstudio.generations.models import Generation
 from flowstudio.generations.repository import HistoryFilters, search_words
 from flowstudio.migrate import upgrade_sync
@@ -1319,6 +1319,7 @@ async def measure_queries(
     """The list query alone: repository.history_page in a session, as a request runs it."""
     engine = create_engine(url)
     factory = session_factory(engine)
+    values = history_json.row_values(engine.dialect.name)
     results: dict[int, list[float]] = {}
     try:
         for i, cell in enumerate(setup.cells):
@@ -1332,7 +1333,7 @@ async def measure_queries(
                         after=cell.after,
                         limit=LIMIT + 1,
                     )
-                    assert rows[0][0].id == cell.expected_first
+                    assert values.uuid(rows[0][0].id) == cell.expected_first
 
             for _ in range(5):
                 await once()
@@ -1612,7 +1613,7 @@ def report(backend: str, payload: dict[str, Any]) -> None:
         "p99 ms",
         "mean ms",
         "vs first",
-        "ORM p50 ms",
+        "query p50 ms",
         "SQL p50 ms",
     ):
         table.add_column(column, justify="left" if column == "variant" else "right")

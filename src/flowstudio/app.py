@@ -167,6 +167,7 @@ async def open_context(
             limiter=LoginRateLimiter(attempts=settings.login_attempts_per_minute),
             session_lifetime=timedelta(days=settings.session_days),
             registration_open=settings.registration == "open",
+            principal_cache_seconds=settings.principal_cache_seconds,
         )
         yield AppContext(
             settings=settings,

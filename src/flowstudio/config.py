@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     )
     flows_dir: Path | None = Field(None, description="Extra directory of flow *.toml files.")
     session_days: int = Field(14, ge=1, description="Lifetime of a browser session.")
+    principal_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "How long a process remembers whom a session or API token belongs to. Sign-out "
+            "and revocation apply at once in the process that made them and within this time "
+            "in the others; 0 looks every request up."
+        ),
+    )
     login_attempts_per_minute: int = Field(
         10, ge=1, description="Failed logins allowed per email and per client address a minute."
     )

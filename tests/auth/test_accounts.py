@@ -261,6 +261,7 @@ async def _age_last_use(app) -> None:
         await db.execute(update(UserSession).values(last_seen_at=long_ago))
         await db.execute(update(ApiToken).values(last_used_at=long_ago))
         await db.commit()
+    app.state.ctx.auth.principals.clear()  # as if the cache's few seconds had passed
 
 
 async def _last_use(app) -> tuple:

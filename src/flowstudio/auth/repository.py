@@ -21,7 +21,7 @@ async def get_user(db: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 # Built once: these run on every authenticated request.
 _SESSION_WITH_USER = (
-    select(UserSession.id, UserSession.last_seen_at, User)
+    select(UserSession.id, UserSession.last_seen_at, UserSession.expires_at, User)
     .join(User, User.id == UserSession.user_id)
     .where(
         UserSession.token_hash == bindparam("token_hash"),
@@ -42,10 +42,10 @@ _API_TOKEN_WITH_USER = (
 
 async def get_session_with_user(
     db: AsyncSession, token_hash: str, now: datetime
-) -> tuple[uuid.UUID, datetime, User] | None:
-    """(session id, last seen, user) of a live session."""
+) -> tuple[uuid.UUID, datetime, datetime, User] | None:
+    """(session id, last seen, expires at, user) of a live session."""
     row = (await db.execute(_SESSION_WITH_USER, {"token_hash": token_hash, "now": now})).first()
-    return (row[0], row[1], row[2]) if row else None
+    return (row[0], row[1], row[2], row[3]) if row else None
 
 
 async def delete_session(db: AsyncSession, token_hash: str) -> None:

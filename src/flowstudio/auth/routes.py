@@ -86,7 +86,9 @@ async def login(
 async def logout(
     request: Request, response: Response, principal: PrincipalDep, db: SessionDep, ctx: ContextDep
 ) -> Response:
-    await ctx.auth.logout(db, session_token=request.cookies.get(SESSION_COOKIE))
+    await ctx.auth.logout(
+        db, user_id=principal.user.id, session_token=request.cookies.get(SESSION_COOKIE)
+    )
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

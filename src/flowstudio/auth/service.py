@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +60,81 @@ class Principal:
         return self.session_token_hash is not None
 
 
+class PrincipalCache:
+    """Who a session or API token belongs to, remembered for a few seconds.
+
+    Every authenticated request starts with this lookup; for a client making many requests it
+    is the same answer each time. Signing out, rotating a session and revoking a token forget
+    the user's answers at once in this process, and keep them from being remembered again for
+    `seconds` (the change commits after it is made, and a lookup in between would read the
+    old row); another process (several `serve --no-worker` behind a load balancer) notices
+    within `seconds`. Zero seconds turns the cache off.
+    """
+
+    def __init__(self, *, seconds: float, max_entries: int = 10_000) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        # key -> (principal, fresh until (monotonic), session expiry or None)
+        self._entries: dict[str, tuple[Principal, float, datetime | None]] = {}
+        # user id -> until when (monotonic) nothing of theirs is remembered
+        self._quiet: dict[uuid.UUID, float] = {}
+
+    def get(self, key: str) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        principal, fresh_until, expires_at = entry
+        if time.monotonic() >= fresh_until or (expires_at is not None and utcnow() >= expires_at):
+            del self._entries[key]
+            return None
+        return principal
+
+    def put(self, key: str, principal: Principal, *, expires_at: datetime | None = None) -> None:
+        if self.seconds <= 0:
+            return
+        now = time.monotonic()
+        quiet_until = self._quiet.get(principal.user.id)
+        if quiet_until is not None:
+            if now < quiet_until:
+                return
+            del self._quiet[principal.user.id]
+        if len(self._entries) >= self.max_entries:
+            stale = [k for k, (_, fresh_until, _) in self._entries.items() if fresh_until <= now]
+            for stale_key in stale or list(self._entries)[: self.max_entries // 10 or 1]:
+                del self._entries[stale_key]
+        # What is remembered never asks for a last-use refresh (the lookup that loaded it did),
+        # and holds a copy of the user that no session owns: a rollback in the request that
+        # loaded the user expires that instance, and later requests must still read it.
+        remembered = replace(principal, user=_unowned_copy(principal.user), touch_due=False)
+        self._entries[key] = (remembered, now + self.seconds, expires_at)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        """Drop every answer naming this user, and remember none for a while."""
+        now = time.monotonic()
+        self._quiet = {u: t for u, t in self._quiet.items() if t > now}
+        self._quiet[user_id] = now + self.seconds
+        for key in [k for k, (p, _, _) in self._entries.items() if p.user.id == user_id]:
+            del self._entries[key]
+
+
+def _unowned_copy(user: User) -> User:
+    return User(**{column.key: getattr(user, column.key) for column in _USER_COLUMNS})
+
+
+_USER_COLUMNS = sa_inspect(User).column_attrs
+
+
+def _session_key(hashed: str) -> str:
+    return "session:" + hashed
+
+
+def _token_key(hashed: str) -> str:
+    return "token:" + hashed
+
+
 def normalize_email(email: str) -> str:
     return email.strip().lower()
 
@@ -71,7 +148,9 @@ class AuthService:
         limiter: LoginRateLimiter,
         session_lifetime: timedelta,
         registration_open: bool,
+        principal_cache_seconds: float = 0,
     ) -> None:
+        self.principals = PrincipalCache(seconds=principal_cache_seconds)
         self.secret = secret
         self.hasher = hasher
         self.limiter = limiter
@@ -134,6 +213,7 @@ class AuthService:
             raise InvalidCredentials("Wrong email or password.")
         self.limiter.reset(f"email:{email}")
         if previous_token:
+            self.principals.forget_user(user.id)
             await repository.delete_session(db, token_hash(previous_token))
         return await self._start_session(db, user=user)
 
@@ -159,36 +239,50 @@ class AuthService:
             expires_at=expires_at,
         )
 
-    async def logout(self, db: AsyncSession, *, session_token: str | None) -> None:
+    async def logout(
+        self, db: AsyncSession, *, user_id: uuid.UUID, session_token: str | None
+    ) -> None:
         if session_token:
+            self.principals.forget_user(user_id)
             await repository.delete_session(db, token_hash(session_token))
 
     async def principal_from_session(
         self, db: AsyncSession, *, session_token: str
     ) -> Principal | None:
         hashed = token_hash(session_token)
+        key = _session_key(hashed)
+        if (cached := self.principals.get(key)) is not None:
+            return cached
         now = utcnow()
         found = await repository.get_session_with_user(db, hashed, now)
         if found is None:
             return None
-        session_id, last_seen_at, user = found
-        return Principal(
+        session_id, last_seen_at, expires_at, user = found
+        principal = Principal(
             user=user,
             session_token_hash=hashed,
             session_id=session_id,
             touch_due=now - last_seen_at > _TOUCH_EVERY,
         )
+        self.principals.put(key, principal, expires_at=expires_at)
+        return principal
 
     async def principal_from_api_token(self, db: AsyncSession, *, token: str) -> Principal | None:
-        found = await repository.get_api_token_with_user(db, token_hash(token))
+        hashed = token_hash(token)
+        key = _token_key(hashed)
+        if (cached := self.principals.get(key)) is not None:
+            return cached
+        found = await repository.get_api_token_with_user(db, hashed)
         if found is None:
             return None
         api_token_id, last_used_at, user = found
-        return Principal(
+        principal = Principal(
             user=user,
             api_token_id=api_token_id,
             touch_due=last_used_at is None or utcnow() - last_used_at > _TOUCH_EVERY,
         )
+        self.principals.put(key, principal)
+        return principal
 
     async def record_use(self, db: AsyncSession, *, principal: Principal) -> None:
         """Refresh the last-use time of the principal's session or token. Callers run it in a
@@ -232,6 +326,14 @@ class AuthService:
             raise NotFound("No such API token.")
         api_token.revoked_at = utcnow()
         await db.flush()
+        self.principals.forget_user(user.id)
 
 
-__all__ = ["AuthService", "Principal", "SignedIn", "UserSession", "normalize_email"]
+__all__ = [
+    "AuthService",
+    "Principal",
+    "PrincipalCache",
+    "SignedIn",
+    "UserSession",
+    "normalize_email",
+]

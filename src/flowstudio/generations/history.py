@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flowstudio.auth.models import User
 from flowstudio.db import utcnow
 from flowstudio.errors import NotFound
-from flowstudio.generations import repository
+from flowstudio.generations import history_json, repository
 from flowstudio.generations.events import EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.generations.repository import HistoryFilters
 from flowstudio.generations.schemas import HistoryItem, to_read
 from flowstudio.generations.service import record_change
-from flowstudio.pagination import CursorCodec, Position
+from flowstudio.pagination import CursorCodec
 from flowstudio.runs import repository as runs_repository
 from flowstudio.runs import service as runs_service
 from flowstudio.runs.models import Run
@@ -86,18 +86,25 @@ async def list_history(
     cursor: str | None,
     limit: int,
     trash_days: int,
-) -> tuple[list[HistoryItem], str | None]:
+) -> bytes:
+    """One page of the user's history as the JSON body of `HistoryList` (see history_json)."""
     scope = "trash" if filters.deleted else "history"
     after = codec.decode(cursor, scope=scope) if cursor else None
-    rows = await repository.history_page(
-        db, user_id=user.id, filters=filters, after=after, limit=limit + 1
-    )
+    rows = [
+        row
+        for row, _ in await repository.history_page(
+            db, user_id=user.id, filters=filters, after=after, limit=limit + 1
+        )
+    ]
+    values = history_json.row_values(db.get_bind().dialect.name)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        last = rows[-1][0]
-        next_cursor = codec.encode(Position(last.created_at, last.id), scope=scope)
-    return await describe(db, rows, trash_days=trash_days), next_cursor
+        next_cursor = codec.encode(history_json.position(rows[-1], values), scope=scope)
+    context = await run_context(db, history_json.run_ids(rows, values))
+    return history_json.render_page(
+        rows, values=values, context=context, trash_days=trash_days, next_cursor=next_cursor
+    )
 
 
 async def get_item(

@@ -81,7 +81,7 @@ async def list_history(
     adopted: bool | None = None,
     deleted: bool = Query(False, description="true: the trash instead of the live history."),
     cursor: str | None = Query(None, max_length=512),
-) -> HistoryList:
+) -> Response:
     words: tuple[str, ...] = ()
     if q is not None and q.strip():
         words = tuple(search_words(q))
@@ -101,7 +101,7 @@ async def list_history(
         words=words,
         deleted=deleted,
     )
-    items, next_cursor = await history.list_history(
+    page = await history.list_history(
         db,
         user=user,
         codec=ctx.cursors,
@@ -110,7 +110,8 @@ async def list_history(
         limit=limit,
         trash_days=ctx.settings.trash_days,
     )
-    return HistoryList(items=items, next_cursor=next_cursor)
+    # Already the JSON of a HistoryList (the declared response model, kept for the schema).
+    return Response(page, media_type="application/json")
 
 
 @router.post(

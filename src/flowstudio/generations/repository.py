@@ -9,12 +9,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, literal_column, or_, select, text, tuple_, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType
 
 from flowstudio.db import UTCDateTime
+from flowstudio.generations import history_json
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.pagination import Position
 from flowstudio.runs.models import Run, RunStep
@@ -35,20 +48,13 @@ def with_adoption(query: Any) -> Any:
     )
 
 
-# What a history item shows, read as plain rows: on a list page the ORM's identity map cost
-# more than the query itself. Rows answer to the same attribute names as Generation.
+# What a history item shows, read as plain untyped rows: values come back as the driver gives
+# them (text on SQLite), and history_json writes them straight into the page's JSON. Typed
+# loading (UUIDs, datetimes, the ORM's identity map) cost more than the query itself.
+# Rows answer to the same attribute names as Generation.
 _ITEM_COLUMNS = tuple(
-    column
-    for column in Generation.__table__.c
-    if column.name
-    not in {
-        "user_id",
-        "thumbnail_key",
-        "idempotency_key",
-        "lease_owner",
-        "lease_expires_at",
-        "next_attempt_at",
-    }
+    type_coerce(Generation.__table__.c[name], NullType()).label(name)
+    for name in history_json.COLUMNS
 )
 
 
@@ -373,7 +379,9 @@ async def history_page(
         .order_by(Generation.created_at.desc(), Generation.id.desc())
         .limit(limit)
     )
-    return [(row, bool(row[-1])) for row in await db.execute(query)]
+    # A Core execution: these untyped rows need nothing from the ORM's loading machinery.
+    connection = await db.connection()
+    return [(row, bool(row[-1])) for row in await connection.execute(query)]
 
 
 _FTS_BATCH = 500
