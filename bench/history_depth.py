@@ -1067,7 +1067,7 @@ def _search_filter(dialect: str, words: list[str] | tuple[str, ...]) -> Any:
     """A plain search condition for setup queries (counts, depth cursors); the timed requests
     use the server's own search path."""
     if dialect == "postgresql":
-        return repository._postgres_search_condition(words)
+        return repository._POSTGRES_SEARCH.bindparams(tsquery=repository._postgres_tsquery(words))
     match = " AND ".join(f'prompt : "{w}"*' for w in words)
     matching = (
         text(

@@ -141,6 +141,7 @@ def render_page(
     text_time = values.text_time
     document = values.document
     to_uuid = values.uuid
+    by_run: dict[Any, tuple[str | None, str | None, dict[str, str]]] = {}
     items = []
     for (
         generation_id,
@@ -176,7 +177,10 @@ def render_page(
         adopted,
     ) in rows:
         item_id = text_id(generation_id)
-        title, flow_title, step_titles = context.get(to_uuid(run_id), _NO_CONTEXT)
+        run = by_run.get(run_id)
+        if run is None:  # a page has few runs: one UUID conversion each
+            run = by_run[run_id] = context.get(to_uuid(run_id), _NO_CONTEXT)
+        title, flow_title, step_titles = run
         asset = None
         if object_key and status == "succeeded":
             base = f"/api/history/{item_id}"
