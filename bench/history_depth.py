@@ -882,6 +882,15 @@ def fill_sqlite(args: argparse.Namespace) -> dict[str, Any]:
             "SELECT s.rowid, g.prompt, 'u' || g.user_id "
             "FROM generations g JOIN generation_search s ON s.generation_id = g.id"
         )
+        # The prompt terms, collected as migration 0004 collects them for existing prompts.
+        db.execute(
+            "CREATE VIRTUAL TABLE temp.prompt_terms USING fts5vocab(main, generations_fts, 'col')"
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO generations_fts_terms(term) "
+            "SELECT term FROM temp.prompt_terms WHERE col = 'prompt'"
+        )
+        db.execute("DROP TABLE temp.prompt_terms")
         for _name, sql in triggers:
             db.execute(sql)
         db.execute("COMMIT")

@@ -9,7 +9,7 @@ import pydantic_core
 import pytest
 
 from flowstudio.generations.history_json import SQLiteValues
-from tests.fixtures.flows import adopt, generate, generate_ok, png_bytes, start_run
+from tests.fixtures.flows import adopt, generate_ok, png_bytes, start_run
 
 
 async def _same_as_detail(user, **params) -> list[dict]:
@@ -29,7 +29,7 @@ async def test_list_items_equal_the_typed_detail(app, alice):
     ok = await generate_ok(alice, run["id"], "object", count=3, temperature=0.35, seed=12)
     await adopt(alice, run["id"], "object", ok[1]["id"])
     await generate_ok(alice, run["id"], "object", prompt="compass [fail:content_blocked]")
-    await generate(alice, run["id"], "scene", count=1, wait=False)  # may still be pending
+    await generate_ok(alice, run["id"], "scene", count=1)
     upload = await alice.post(
         f"/api/runs/{run['id']}/steps/object/assets",
         files={"file": ("compass.png", png_bytes((30, 60, 90)), "image/png")},

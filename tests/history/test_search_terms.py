@@ -1,0 +1,239 @@
+"""Prompt search through the term table (SQLite): a prefix spelled out as its indexed terms finds
+exactly what FTS5's own prefix query finds, and the table keeps up with new and changed prompts."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text, update
+
+from flowstudio import migrate
+from flowstudio.auth.models import User
+from flowstudio.db import create_engine, session_factory
+from flowstudio.generations import history_json, repository
+from flowstudio.generations.models import Generation
+from flowstudio.generations.repository import HistoryFilters, search_words
+from flowstudio.ids import uuid7
+from flowstudio.runs.models import Run
+
+# Words that are prefixes of one another, case and diacritic variants, ligatures, CJK, digits,
+# underscores and hyphens (separators for FTS5), and letters that fold differently in Python.
+UNICODE_WORDS = (
+    "product products production produce pro prompt PRODUCT Product studio stud Studios "
+    "café cafe CAFÉ cafés naïve naive 歷史 歷史書 史 kettle kettles k2 k9x x xylophone foo_bar "
+    "e-mail İstanbul istanbul straße STRASSE Œuvre œuvre ﬁsh fish 100 1000 10x ǅemal "
+    "ελληνικά Ελλάδα привет"
+).split()
+ASCII_WORDS = (
+    "product products production produce pro prompt studio stud studios kettle kettles k2 k9x "
+    "x xylophone 100 1000 10x lamp lampshade lantern la"
+).split()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def add_history(engine, words: list[str], *, seed: int, count: int) -> list[uuid.UUID]:
+    """Two users' generations with drawn prompts, inserted oldest first; the first user's id."""
+    draw = random.Random(seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    users = []
+    async with session_factory(engine)() as db:
+        for name in ("searcher", "other"):
+            user = User(email=f"{name}-{uuid.uuid4().hex[:8]}@example.com", password_hash="x")
+            db.add(user)
+            await db.flush()
+            run = Run(user_id=user.id, flow_slug="quick", flow_snapshot={}, title="t", inputs={})
+            db.add(run)
+            await db.flush()
+            users.append((user.id, run.id))
+        for i in range(count):
+            user_id, run_id = draw.choice(users)
+            prompt = " ".join(draw.choice(words) for _ in range(draw.randint(1, 6)))
+            db.add(
+                Generation(
+                    id=uuid7(),
+                    user_id=user_id,
+                    run_id=run_id,
+                    step_id="image",
+                    flow_slug="quick",
+                    batch_id=uuid7(),
+                    status=draw.choice(("succeeded", "failed")),
+                    prompt=prompt,
+                    params={},
+                    provider="local",
+                    model="m",
+                    created_at=start + timedelta(seconds=i),
+                )
+            )
+            await db.flush()  # one at a time: FTS5 rowids follow created_at, as in service
+        await db.commit()
+    return [user_id for user_id, _ in users]
+
+
+async def search(engine, user_id: uuid.UUID, q: str, *, limit: int, **filters) -> list[uuid.UUID]:
+    """Every page of a search, walked with the keyset cursor."""
+    found: list[uuid.UUID] = []
+    after = None
+    values = history_json.row_values(engine.dialect.name)
+    async with session_factory(engine)() as db:
+        while True:
+            page = await repository.history_page(
+                db,
+                user_id=user_id,
+                filters=HistoryFilters(words=tuple(search_words(q)), **filters),
+                after=after,
+                limit=limit,
+            )
+            found.extend(values.uuid(row.id) for row, _ in page)
+            if len(page) < limit:
+                return found
+            after = history_json.position(page[-1][0], values)
+
+
+def drawn_queries(words: list[str], *, seed: int, count: int) -> list[str]:
+    draw = random.Random(seed)
+    queries = []
+    for _ in range(count):
+        chosen = [draw.choice(words) for _ in range(draw.randint(1, 3))]
+        queries.append(" ".join(w[: draw.randint(1, len(w))] for w in chosen))
+    return queries
+
+
+async def prefix_query_only(db, word):  # noqa: ANN001 — stands in for repository._prefix_terms
+    return None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_terms_find_what_the_prefix_query_finds(engine, monkeypatch):
+    searcher, _ = await add_history(engine, UNICODE_WORDS, seed=1, count=300)
+    fixed = (
+        "p pro prod product products produc PRODUCT stud studio café cafe caf cafés naï naive "
+        "歷 歷史 史 istan İstan stras straße strasse fi fish ﬁ foo_b foo e mail e-m œ oeuvre "
+        "10 100 k k9 x xy ǆ ελλ привет nothing"
+    ).split()
+    queries = fixed + [f"{a} {b}" for a, b in zip(fixed, reversed(fixed), strict=True)]
+    queries += drawn_queries(UNICODE_WORDS, seed=2, count=150)
+    async with session_factory(engine)() as db:
+        expanded = await repository._prefix_terms(db, "prod")
+        assert expanded == ["produce", "product", "production", "products"]
+        assert await repository._prefix_terms(db, "caf") == ["cafe", "cafes"]
+        assert await repository._prefix_terms(db, "歷") == ["歷史", "歷史書"]
+        assert await repository._prefix_terms(db, "naï") is None  # FTS5 reads it as "nai"
+    by_terms = {q: await search(engine, searcher, q, limit=7) for q in queries}
+    monkeypatch.setattr(repository, "_prefix_terms", prefix_query_only)
+    by_prefix = {q: await search(engine, searcher, q, limit=7) for q in queries}
+    assert by_terms == by_prefix
+    assert sum(1 for found in by_terms.values() if found) > len(queries) / 2
+
+
+async def test_search_matches_each_word_as_a_prefix_on_drawn_data(engine):
+    searcher, _ = await add_history(engine, ASCII_WORDS, seed=3, count=250)
+    async with session_factory(engine)() as db:
+        rows = await db.execute(
+            select(Generation.id, Generation.prompt, Generation.status).where(
+                Generation.user_id == searcher
+            )
+        )
+        prompts = {row.id: (row.prompt, row.status) for row in rows}
+    queries = ["pro", "la lamp", "1", "k", "studios x"]
+    for q in queries + drawn_queries(ASCII_WORDS, seed=4, count=60):
+        for status in (None, "failed"):
+            expected = {
+                generation_id
+                for generation_id, (prompt, row_status) in prompts.items()
+                if all(any(t.startswith(w) for t in prompt.split()) for w in q.split())
+                and status in (None, row_status)
+            }
+            statuses = (status,) if status else ()
+            found = await search(engine, searcher, q, limit=9, statuses=statuses)
+            assert len(found) == len(set(found))
+            assert set(found) == expected, q
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_new_and_changed_prompts_add_their_terms(engine):
+    searcher, _ = await add_history(engine, ["kettle"], seed=5, count=10)
+    async with session_factory(engine)() as db:
+        await db.execute(
+            update(Generation)
+            .where(Generation.user_id == searcher)
+            .values(prompt="Ünïcorn Lampshade")
+        )
+        await db.commit()
+    await add_history(engine, ["Teapots"], seed=6, count=1)
+    async with session_factory(engine)() as db:
+        terms = set(await db.scalars(text("SELECT term FROM generations_fts_terms")))
+        await db.execute(
+            text("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, generations_fts, 'col')")
+        )
+        indexed = set(await db.scalars(text("SELECT term FROM temp.vocab WHERE col = 'prompt'")))
+    assert {"kettle", "unicorn", "lampshade", "teapots"} <= indexed <= terms
+    changed = await search(engine, searcher, "", limit=5)
+    assert await search(engine, searcher, "unic lamps", limit=5) == changed != []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_word_typed_in_full_is_found_without_its_term(engine):
+    searcher, _ = await add_history(engine, ["kettle", "kettles"], seed=7, count=40)
+    expected = await search(engine, searcher, "kettle", limit=50)
+    async with session_factory(engine)() as db:
+        await db.execute(text("DELETE FROM generations_fts_terms WHERE term = 'kettle'"))
+        await db.commit()
+    assert await search(engine, searcher, "kettle", limit=50) == expected != []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_prefix_of_too_many_terms_uses_the_prefix_query(engine, monkeypatch):
+    searcher, _ = await add_history(engine, ASCII_WORDS, seed=8, count=60)
+    expected = await search(engine, searcher, "pro", limit=4)
+    async with session_factory(engine)() as db:
+        assert await repository._prefix_terms(db, "pro") is not None
+        monkeypatch.setattr(repository, "MAX_PREFIX_TERMS", 2)
+        assert await repository._prefix_terms(db, "pro") is None
+    assert await search(engine, searcher, "pro", limit=4) == expected != []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_words_read_as_themselves_are_single_unchanged_fts5_tokens(engine):
+    """What `_exact_in_fts` assumes of the tokenizer, checked against this SQLite."""
+    characters = [chr(c) for c in range(0x110000) if repository._exact_in_fts(chr(c))]
+    assert len(characters) == 26 + 10 + (0x9FCC - 0x4E00 + 1)
+    async with session_factory(engine)() as db:
+        await db.execute(
+            text(
+                "CREATE VIRTUAL TABLE temp.probe USING fts5(prompt, "
+                "tokenize='unicode61 remove_diacritics 2')"
+            )
+        )
+        await db.execute(
+            text("CREATE VIRTUAL TABLE temp.probe_vocab USING fts5vocab(temp, probe, 'row')")
+        )
+        await db.execute(
+            text("INSERT INTO temp.probe(prompt) VALUES (:p)"), {"p": " ".join(characters)}
+        )
+        assert set(await db.scalars(text("SELECT term FROM temp.probe_vocab"))) == set(characters)
+    assert not repository._exact_in_fts("İ".lower())
+    assert not repository._exact_in_fts("café")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_migration_collects_the_terms_of_existing_prompts(engine):
+    await add_history(engine, UNICODE_WORDS, seed=9, count=80)
+    await migrate.downgrade(engine, "0003")
+    await migrate.upgrade(engine)
+    async with session_factory(engine)() as db:
+        terms = list(await db.scalars(text("SELECT term FROM generations_fts_terms")))
+        await db.execute(
+            text("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, generations_fts, 'col')")
+        )
+        indexed = list(await db.scalars(text("SELECT term FROM temp.vocab WHERE col = 'prompt'")))
+    assert terms == indexed != []
