@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     per_user_concurrency: int = Field(
         2, ge=1, description="Generations of one user running at once across all workers."
     )
+    image_processes: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Child processes a worker makes thumbnails in; 0 makes them in a thread of its own "
+            "process. Processes keep thumbnails clear of the event loop's interpreter lock, "
+            "at the cost of copying each image to them."
+        ),
+    )
     lease_seconds: float = Field(30.0, gt=0, description="A worker's claim on a generation.")
     max_attempts: int = Field(3, ge=1, description="Tries for a generation on retryable errors.")
     provider_timeout_seconds: float = Field(120.0, gt=0)

@@ -22,7 +22,11 @@ from flowstudio.db import utcnow
 from flowstudio.generations import repository, service
 from flowstudio.generations.events import EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
-from flowstudio.imaging import UnsupportedImage, process_image
+from flowstudio.imaging import (
+    ImageProcessor,
+    UnsupportedImage,
+    inspect_image,
+)
 from flowstudio.providers import (
     GenerationRequest,
     InputImage,
@@ -59,6 +63,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.maintenance = maintenance
+        self.images = ImageProcessor(settings.image_processes)
         self._jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -91,6 +96,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks[1:], return_exceptions=True)
         self._tasks = []
+        await self.images.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -244,6 +250,17 @@ class Worker:
             )
             await db.commit()
 
+    async def _fail_unusable(
+        self, generation: Generation, provider_request_id: str | None, exc: UnsupportedImage
+    ) -> None:
+        await self._fail(
+            generation,
+            code="provider_error",
+            retryable=False,
+            message=f"The provider returned an unusable image: {exc}",
+            provider_request_id=provider_request_id,
+        )
+
     async def _process(self, generation: Generation) -> None:
         settings = self.ctx.settings
         store = self.ctx.store
@@ -315,29 +332,36 @@ class Worker:
         timings["provider_ms"] = _ms(mark)
         mark = time.perf_counter()
         try:
-            image = await asyncio.to_thread(process_image, result.image)
+            info = inspect_image(result.image)  # the header alone: the key needs the format
         except UnsupportedImage as exc:
-            await self._fail(
-                generation,
-                code="provider_error",
-                retryable=False,
-                message=f"The provider returned an unusable image: {exc}",
-                provider_request_id=result.provider_request_id,
-            )
+            await self._fail_unusable(generation, result.provider_request_id, exc)
             return
-        timings["processing_ms"] = _ms(mark)
-        mark = time.perf_counter()
         key = generation_object_key(
             user_id=generation.user_id,
             run_id=generation.run_id,
             step_id=generation.step_id,
             generation_id=generation.id,
-            ext=image.ext,
+            ext=info.ext,
         )
         thumb = thumbnail_key(key)
+        # The original does not depend on the thumbnail: it is written while that is made.
+        put_original = asyncio.ensure_future(store.put(key, result.image, content_type=info.mime))
+        try:
+            image = await self.images.process(result.image)
+        except BaseException as exc:
+            # No half state: the original goes once its write has settled.
+            await asyncio.gather(put_original, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await store.delete_many([key])
+            if not isinstance(exc, UnsupportedImage):
+                raise
+            await self._fail_unusable(generation, result.provider_request_id, exc)
+            return
+        timings["processing_ms"] = _ms(mark)
+        mark = time.perf_counter()
         # Both puts settle before we look at the outcome, so a cleanup never races a write.
         outcomes = await asyncio.gather(
-            store.put(key, result.image, content_type=image.mime),
+            put_original,
             store.put(thumb, image.thumbnail, content_type="image/webp"),
             return_exceptions=True,
         )
