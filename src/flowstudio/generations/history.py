@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowstudio.auth.models import User
@@ -31,7 +30,7 @@ NOT_FOUND = "No such generation."
 
 
 async def describe(
-    db: AsyncSession, rows: Sequence[tuple[Generation | Row[Any], bool]], *, trash_days: int
+    db: AsyncSession, rows: Sequence[tuple[Generation, bool]], *, trash_days: int
 ) -> list[HistoryItem]:
     """History items with their run and step context, in one extra query."""
     context = await run_context(db, [g.run_id for g, _ in rows])

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import Row
 
 from flowstudio.generations.models import Generation
 
@@ -100,15 +99,15 @@ def _construct(model: type[ModelT], values: dict[str, Any]) -> ModelT:
 
 
 def to_read(
-    generation: Generation | Row[Any],
+    generation: Generation,
     *,
     adopted: bool,
     model: type[ReadT] = GenerationRead,  # type: ignore[assignment]
     **extra: Any,
 ) -> ReadT:
-    """The API view of a row (an ORM object, or a plain row with the same column names, as list
-    pages read them). Built without re-validation: every value comes from our own row,
-    and validating 50 nested models per history page was most of its cost."""
+    """The API view of a generation. Built without re-validation: every value comes from our
+    own row, and validating nested models per item was most of a page's cost. (History list
+    pages skip models altogether: see history_json, held equal to this by a test.)"""
     asset = None
     if generation.object_key and generation.status == "succeeded":
         base = f"/api/history/{generation.id}"
