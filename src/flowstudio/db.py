@@ -148,8 +148,16 @@ class ReadOnlyViolation(RuntimeError):
 
 
 def read_only(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine and pool, for transactions that only read."""
-    return engine.execution_options(**{READ_ONLY: True})
+    """The same engine and pool, for transactions that only read.
+
+    On PostgreSQL they run in autocommit: no BEGIN and COMMIT round trips (two of a list
+    page's four). Nothing is lost by it: under READ COMMITTED, PostgreSQL's default, every
+    statement takes its own snapshot inside a transaction too, and writes are refused here
+    before they reach the server."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
+    return engine.execution_options(**options)
 
 
 def session_factory(

@@ -46,3 +46,23 @@ async def test_reads_do_not_wait_for_a_writer(app, alice, backend):
             runs = await asyncio.wait_for(script.get("/api/runs", headers=headers), timeout=20)
             assert runs.status_code == 200
             await writer.rollback()
+
+
+async def test_postgres_reads_run_without_a_transaction(database_url, backend):
+    """On PostgreSQL a read-only session is in autocommit (no BEGIN/COMMIT round trips): each
+    statement is its own transaction, so now() moves between two statements."""
+    if backend != "postgres":
+        pytest.skip("SQLite reads begin a deferred transaction (see the test above)")
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(read_only(engine))() as db:
+            first = await db.scalar(text("SELECT now()"))
+            await asyncio.sleep(0.01)
+            second = await db.scalar(text("SELECT now()"))
+            assert second > first
+        async with session_factory(engine)() as db:
+            first = await db.scalar(text("SELECT now()"))
+            await asyncio.sleep(0.01)
+            assert await db.scalar(text("SELECT now()")) == first
+    finally:
+        await engine.dispose()

@@ -70,3 +70,19 @@ def test_sqlite_ids_are_written_as_uuids():
     value = uuid7()
     assert SQLiteValues().text_id(value.hex) == str(value)
     assert SQLiteValues().uuid(value.hex) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 1, 31, 23, 59, 59, 450, tzinfo=UTC),
+        datetime.fromisoformat("2026-02-01T01:59:59.123456+02:00"),
+    ],
+)
+def test_driver_times_are_written_as_pydantic_writes_them(value):
+    from flowstudio.generations.history_json import RowValues
+
+    # Typed reads convert to UTC (UTCDateTime), so the API writes every time with a Z.
+    expected = pydantic_core.to_json(value.astimezone(UTC)).decode().strip('"')
+    assert RowValues().text_time(value) == expected

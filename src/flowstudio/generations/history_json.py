@@ -43,7 +43,10 @@ class RowValues:
         return value.astimezone(UTC)
 
     def text_time(self, value: Any) -> str | None:
-        return None if value is None else _iso(value)
+        if value is None:
+            return None
+        text = value.isoformat()  # asyncpg hands back UTC: one C call, then the suffix
+        return text[:-6] + "Z" if text.endswith("+00:00") else _iso(value)
 
     def document(self, value: Any) -> Any:
         return value
