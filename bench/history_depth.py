@@ -1352,7 +1352,7 @@ async def measure_queries(
                         after=cell.after,
                         limit=LIMIT + 1,
                     )
-                    assert values.uuid(rows[0][0].id) == cell.expected_first
+                    assert values.uuid(rows[0][0][0]) == cell.expected_first
 
             for _ in range(5):
                 await once()

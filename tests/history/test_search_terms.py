@@ -93,7 +93,7 @@ async def search(engine, user_id: uuid.UUID, q: str, *, limit: int, **filters) -
                 after=after,
                 limit=limit,
             )
-            found.extend(values.uuid(row.id) for row, _ in page)
+            found.extend(values.uuid(row[0]) for row, _ in page)
             if len(page) < limit:
                 return found
             after = history_json.position(page[-1][0], values)

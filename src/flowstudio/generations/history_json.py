@@ -83,16 +83,22 @@ def row_values(dialect: str) -> RowValues:
     return SQLiteValues() if dialect == "sqlite" else RowValues()
 
 
-def position(row: Any, values: RowValues) -> Position:
-    """The keyset position of an untyped row (for the next page's cursor)."""
-    return Position(values.time(row.created_at), values.uuid(row.id))
+def position(row: Sequence[Any], values: RowValues) -> Position:
+    """The keyset position of an untyped row of COLUMNS (for the next page's cursor)."""
+    return Position(values.time(row[_CREATED_AT]), values.uuid(row[_ID]))
 
 
-def run_ids(rows: Sequence[Any], values: RowValues) -> list[uuid.UUID]:
+def sort_key(row: Sequence[Any]) -> tuple[Any, Any]:
+    """(created_at, id) of an untyped row: raw values sort as the typed ones do (SQLite's
+    stored times are fixed-width text, its ids fixed-width hex)."""
+    return row[_CREATED_AT], row[_ID]
+
+
+def run_ids(rows: Sequence[Sequence[Any]], values: RowValues) -> list[uuid.UUID]:
     seen: dict[Any, uuid.UUID] = {}
     for row in rows:
-        if row.run_id not in seen:
-            seen[row.run_id] = values.uuid(row.run_id)
+        if row[_RUN_ID] not in seen:
+            seen[row[_RUN_ID]] = values.uuid(row[_RUN_ID])
     return list(seen.values())
 
 
@@ -129,6 +135,7 @@ COLUMNS = (
     "updated_at",
     "deleted_at",
 )
+_ID, _RUN_ID, _CREATED_AT = (COLUMNS.index(name) for name in ("id", "run_id", "created_at"))
 
 
 def render_page(

@@ -442,7 +442,7 @@ async def history_page(
     if filters.words and dialect == "sqlite":
         return await _sqlite_search_page(
             db,
-            _history_conditions(shape),
+            shape,
             params,
             user_id=user_id,
             words=filters.words,
@@ -508,9 +508,51 @@ async def _sqlite_word_match(db: AsyncSession, word: str) -> str:
     return f"prompt : ({alternatives})"
 
 
+@functools.lru_cache(maxsize=256)
+def _sqlite_search_statement(shape: _Shape) -> Any:
+    """One batch of a user's FTS matches, newest first, as full untyped item rows with the FTS
+    rowid and whether the row passes the other filters. Built once per filter shape."""
+    # "+user_id" keeps SQLite from answering this from the (covering) history index by walking
+    # the user's whole history; the ids are probed by primary key instead.
+    unindexed_owner = literal_column(
+        "+generations.user_id", type_=Generation.__table__.c.user_id.type
+    )
+    search = table("generation_search", column("rowid", Integer), column("generation_id"))
+    # The other filters are computed per match rather than applied, so that one statement
+    # tells which matches pass and how far the batch reached (NULL, as in WHERE, fails).
+    passes = func.coalesce(
+        and_(unindexed_owner == bindparam("user_id"), *_history_conditions(shape)), False
+    )
+    # Below the previous batch, else below the cursor's row, else from the newest match.
+    below = func.coalesce(
+        bindparam("below", type_=Integer),
+        select(search.c.rowid)
+        .where(search.c.generation_id == bindparam("after_key", type_=String()))
+        .scalar_subquery(),
+        2**62,
+    )
+    fts = (
+        select(literal_column("rowid", Integer).label("rowid"))
+        .select_from(text("generations_fts"))
+        .where(text("generations_fts MATCH :match"), literal_column("rowid") < below)
+    )
+    # Alone in its subquery, FTS5 walks its index newest first and stops at the limit.
+    batch = fts.order_by(literal_column("rowid").desc()).limit(bindparam("size")).subquery("b")
+    return (
+        _item_rows()
+        .add_columns(search.c.rowid, passes)
+        .select_from(
+            batch.join(search, search.c.rowid == batch.c.rowid).join(
+                Generation, Generation.id == search.c.generation_id
+            )
+        )
+        .order_by(search.c.rowid.desc())
+    )
+
+
 async def _sqlite_search_page(
     db: AsyncSession,
-    conditions: list[Any],
+    shape: _Shape,
     params: dict[str, Any],
     *,
     user_id: uuid.UUID,
@@ -520,67 +562,39 @@ async def _sqlite_search_page(
 ) -> list[tuple[Row[Any], bool]]:
     """Walk the user's FTS matches newest first (FTS rowids grow with insertion, which is
     created_at order on SQLite's single writer) and apply the other filters batch by batch,
-    so a page costs a few index probes however many rows match overall."""
+    so a page costs a few index probes however many rows match overall. The batches carry
+    the full rows: no statement after them."""
     match = f'owner : "u{user_id.hex}" AND ' + " AND ".join(
         [await _sqlite_word_match(db, w) for w in words]
     )
-    # Only ids and times while filtering; full rows are loaded for the final page alone.
-    # "+user_id" keeps SQLite from answering this from the (covering) history index by walking
-    # the user's whole history; the ids are probed by primary key instead.
-    unindexed_owner = literal_column(
-        "+generations.user_id", type_=Generation.__table__.c.user_id.type
-    )
-    search = table("generation_search", column("rowid", Integer), column("generation_id"))
-    # The other filters are computed per match rather than applied, so that one statement
-    # tells which matches pass and how far the batch reached (NULL, as in WHERE, fails).
-    passes = func.coalesce(and_(unindexed_owner == user_id, *conditions), False)
-    below: Any = None
-    if after is not None:
-        below = (
-            select(search.c.rowid)
-            .where(search.c.generation_id == bindparam("after", after.id.hex))
-            .scalar_subquery()
-        )
-    found: list[tuple[datetime, uuid.UUID]] = []
+    statement = _sqlite_search_statement(shape)
+    connection = await db.connection()
+    found: list[Any] = []
     # The first batch is about a page (most matches pass the other filters); later ones grow,
     # for filters that drop most matches.
     size = min(_FTS_BATCH, 2 * limit)
+    below = None
     while True:
-        fts = (
-            select(literal_column("rowid", Integer).label("rowid"))
-            .select_from(text("generations_fts"))
-            .where(text("generations_fts MATCH :match").bindparams(match=match))
-        )
-        if below is not None:
-            fts = fts.where(literal_column("rowid") < below)
-        # Alone in its subquery, FTS5 walks its index newest first and stops at the limit.
-        batch = fts.order_by(literal_column("rowid").desc()).limit(size).subquery("batch")
-        query = (
-            with_adoption(select(search.c.rowid, Generation.id, Generation.created_at, passes))
-            .select_from(
-                batch.join(search, search.c.rowid == batch.c.rowid).join(
-                    Generation, Generation.id == search.c.generation_id
-                )
+        batch = (
+            await connection.execute(
+                statement,
+                {
+                    **params,
+                    "user_id": user_id,
+                    "match": match,
+                    "below": below,
+                    "after_key": after.id.hex if after is not None else None,
+                    "size": size,
+                },
             )
-            .order_by(search.c.rowid.desc())
-        )
-        rows = (await db.execute(query, params)).all()
-        found.extend((row[2], row[1]) for row in rows if row[3])
-        if len(found) >= limit or len(rows) < size:
+        ).all()
+        found.extend(row[:-2] for row in batch if row[-1])
+        if len(found) >= limit or len(batch) < size:
             break
-        below = rows[-1][0]
+        below = batch[-1][-2]
         size = min(_FTS_BATCH, 4 * size)
-    found.sort(reverse=True)
-    page = [generation_id for _, generation_id in found[:limit]]
-    if not page:
-        return []
-    query = _item_rows().where(Generation.user_id == user_id, Generation.id.in_(page))
-    rows = await db.execute(query)
-    return sorted(
-        ((row, bool(row[-1])) for row in rows),
-        key=lambda pair: (pair[0].created_at, pair[0].id),
-        reverse=True,
-    )
+    found.sort(key=history_json.sort_key, reverse=True)
+    return [(row, bool(row[-1])) for row in found[:limit]]
 
 
 async def run_context(
