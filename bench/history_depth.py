@@ -15,7 +15,7 @@
    plain, with `flow=product-shot` and with `q=<word>`; each depth's cursor is the signed
    position of the last row of the previous page in that (filtered) order. Each response is
    checked to start at the expected row. The same pages are also timed in-process through
-   `repository.history_page` (the query and its rows, no HTTP).
+   `repository.history_rows` (the query and its rows, no HTTP).
 4. Records EXPLAIN (SQLite: EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN ANALYZE, plus the plan of a
    prepared statement after six executions, as the server's statement cache sees it) of the
    list query at the deepest depth, and writes bench/results/history_depth_<backend>.json.
@@ -55,7 +55,7 @@ from sqlalchemy import event, func, select, text
 from bench.common import percentile, record
 from flowstudio.auth.models import ApiToken, User
 from flowstudio.auth.security import new_api_token, token_hash
-from flowstudio.db import create_engine, session_factory
+from flowstudio.db import Reads, create_engine, session_factory
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.definitions import render_prompt
 from flowstudio.generations import history_json, repository
@@ -1335,24 +1335,23 @@ def measure_http(base: str, setup: Setup, args: argparse.Namespace) -> dict[int,
 async def measure_queries(
     url: str, setup: Setup, args: argparse.Namespace
 ) -> dict[int, list[float]]:
-    """The list query alone: repository.history_page in a session, as a request runs it."""
+    """The list query alone: repository.history_rows through db.Reads, as a request runs it."""
     engine = create_engine(url)
-    factory = session_factory(engine)
+    reads = Reads(engine)
     values = history_json.row_values(engine.dialect.name)
     results: dict[int, list[float]] = {}
     try:
         for i, cell in enumerate(setup.cells):
 
             async def once(cell: Cell = cell) -> None:
-                async with factory() as db:
-                    rows = await repository.history_page(
-                        db,
-                        user_id=setup.user_id,
-                        filters=cell.variant.filters,
-                        after=cell.after,
-                        limit=LIMIT + 1,
-                    )
-                    assert values.uuid(rows[0][0][0]) == cell.expected_first
+                rows = await reads.run(
+                    repository.history_rows,
+                    user_id=setup.user_id,
+                    filters=cell.variant.filters,
+                    after=cell.after,
+                    limit=LIMIT + 1,
+                )
+                assert values.uuid(rows[0][0]) == cell.expected_first
 
             for _ in range(5):
                 await once()
@@ -1366,6 +1365,7 @@ async def measure_queries(
                 samples.append((time.perf_counter() - start) * 1000)
             results[i] = samples
     finally:
+        await reads.close()
         await engine.dispose()
     return results
 
@@ -1374,7 +1374,7 @@ async def measure_queries(
 
 
 async def capture_sql(url: str, setup: Setup, cell: Cell) -> tuple[str, tuple]:
-    """The list statement and parameters exactly as history_page sends them to the driver."""
+    """The list statement and parameters exactly as history_rows sends them to the driver."""
     engine = create_engine(url)
     captured: list[tuple[str, Any]] = []
 
@@ -1383,9 +1383,9 @@ async def capture_sql(url: str, setup: Setup, cell: Cell) -> tuple[str, tuple]:
 
     event.listen(engine.sync_engine, "before_cursor_execute", listen)
     try:
-        async with session_factory(engine)() as db:
-            await repository.history_page(
-                db,
+        async with engine.connect() as connection:
+            await connection.run_sync(
+                repository.history_rows,
                 user_id=setup.user_id,
                 filters=cell.variant.filters,
                 after=cell.after,

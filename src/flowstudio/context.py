@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from flowstudio.auth.service import AuthService
 from flowstudio.config import Settings
+from flowstudio.db import Reads
 from flowstudio.generations.events import EventBus
 from flowstudio.pagination import CursorCodec
 from flowstudio.storage import ObjectStore
@@ -25,6 +26,8 @@ class AppContext:
     sessions: async_sessionmaker[AsyncSession]
     # The same engine for requests that only read (GET): no write lock on SQLite.
     read_sessions: async_sessionmaker[AsyncSession]
+    # Whole read-only units of Core statements in one go (history pages).
+    reads: Reads
     store: ObjectStore
     auth: AuthService
     flows: FlowRegistry

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -158,6 +161,83 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
     if engine.dialect.name == "postgresql":
         options["isolation_level"] = "AUTOCOMMIT"
     return engine.execution_options(**options)
+
+
+T = TypeVar("T")
+
+
+class Reads:
+    """Runs a read-only unit of work — a sync function of a Core `Connection` — in one go.
+
+    The busiest reads (history pages) are a few Core statements whose SQL takes a fraction of a
+    millisecond. Through aiosqlite every step of a statement (cursor, execute, fetch, close,
+    begin, rollback) is its own hand-off to the driver's thread and back, which cost several
+    times the SQL; here SQLite reads run whole on a small pool of reader threads with plain
+    `sqlite3` connections (`query_only`, so they cannot write), one hand-off a unit. PostgreSQL
+    needs no thread: the same function runs on the async engine through `run_sync`, in
+    autocommit like every read-only session (see `read_only`).
+
+    A unit runs in one transaction on SQLite, so its statements see one snapshot (WAL)."""
+
+    THREADS = 4
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._async_engine = read_only(engine)
+        self._sync_engine: sqlalchemy.Engine | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sync_engine = _sqlite_reader_engine(engine, pool_size=self.THREADS)
+            self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="sqlite-read")
+
+    @property
+    def dialect(self) -> str:
+        return self._async_engine.dialect.name
+
+    async def run(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        if self._threads is None:
+            async with self._async_engine.connect() as connection:
+                return await connection.run_sync(work, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, lambda: self._run_sqlite(work, args, kwargs)
+        )
+
+    def _run_sqlite(self, work: Callable[..., T], args: Any, kwargs: Any) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.connect() as connection:
+            return work(connection, *args, **kwargs)
+
+    async def close(self) -> None:
+        if self._threads is not None:
+            # Waits for running units; they are short reads.
+            await asyncio.to_thread(self._threads.shutdown, wait=True)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+
+
+def _sqlite_reader_engine(engine: AsyncEngine, *, pool_size: int) -> sqlalchemy.Engine:
+    """A synchronous engine on the same SQLite file, for `Reads`' threads."""
+    reader = sqlalchemy.create_engine(
+        engine.url.set(drivername="sqlite"),
+        # A connection is used by one reader thread at a time, but not always the same one.
+        connect_args={"timeout": 30, "check_same_thread": False},
+        pool_size=pool_size,
+        max_overflow=0,
+        execution_options={READ_ONLY: True},
+    )
+
+    @event.listens_for(reader, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # BEGIN is ours (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+
+    @event.listens_for(reader, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")  # deferred: a read snapshot, no lock
+
+    return reader
 
 
 def session_factory(

@@ -13,7 +13,7 @@ from sqlalchemy import select, text, update
 
 from flowstudio import migrate
 from flowstudio.auth.models import User
-from flowstudio.db import create_engine, session_factory
+from flowstudio.db import Reads, create_engine, session_factory
 from flowstudio.generations import history_json, repository
 from flowstudio.generations.models import Generation
 from flowstudio.generations.repository import HistoryFilters, search_words
@@ -84,19 +84,22 @@ async def search(engine, user_id: uuid.UUID, q: str, *, limit: int, **filters) -
     found: list[uuid.UUID] = []
     after = None
     values = history_json.row_values(engine.dialect.name)
-    async with session_factory(engine)() as db:
+    reads = Reads(engine)
+    try:
         while True:
-            page = await repository.history_page(
-                db,
+            page = await reads.run(
+                repository.history_rows,
                 user_id=user_id,
                 filters=HistoryFilters(words=tuple(search_words(q)), **filters),
                 after=after,
                 limit=limit,
             )
-            found.extend(values.uuid(row[0]) for row, _ in page)
+            found.extend(values.uuid(row[0]) for row in page)
             if len(page) < limit:
                 return found
-            after = history_json.position(page[-1][0], values)
+            after = history_json.position(page[-1], values)
+    finally:
+        await reads.close()
 
 
 def drawn_queries(words: list[str], *, seed: int, count: int) -> list[str]:
@@ -108,8 +111,13 @@ def drawn_queries(words: list[str], *, seed: int, count: int) -> list[str]:
     return queries
 
 
-async def prefix_query_only(db, word):  # noqa: ANN001 — stands in for repository._prefix_terms
+def prefix_query_only(connection, word):  # noqa: ANN001 — stands in for repository._prefix_terms
     return None
+
+
+async def prefix_terms(engine, word: str) -> list[str] | None:
+    async with engine.connect() as connection:
+        return await connection.run_sync(repository._prefix_terms, word)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -122,12 +130,11 @@ async def test_terms_find_what_the_prefix_query_finds(engine, monkeypatch):
     ).split()
     queries = fixed + [f"{a} {b}" for a, b in zip(fixed, reversed(fixed), strict=True)]
     queries += drawn_queries(UNICODE_WORDS, seed=2, count=150)
-    async with session_factory(engine)() as db:
-        expanded = await repository._prefix_terms(db, "prod")
-        assert expanded == ["produce", "product", "production", "products"]
-        assert await repository._prefix_terms(db, "caf") == ["cafe", "cafes"]
-        assert await repository._prefix_terms(db, "歷") == ["歷史", "歷史書"]
-        assert await repository._prefix_terms(db, "naï") is None  # FTS5 reads it as "nai"
+    expanded = await prefix_terms(engine, "prod")
+    assert expanded == ["produce", "product", "production", "products"]
+    assert await prefix_terms(engine, "caf") == ["cafe", "cafes"]
+    assert await prefix_terms(engine, "歷") == ["歷史", "歷史書"]
+    assert await prefix_terms(engine, "naï") is None  # FTS5 reads it as "nai"
     by_terms = {q: await search(engine, searcher, q, limit=7) for q in queries}
     monkeypatch.setattr(repository, "_prefix_terms", prefix_query_only)
     by_prefix = {q: await search(engine, searcher, q, limit=7) for q in queries}
@@ -195,10 +202,9 @@ async def test_a_word_typed_in_full_is_found_without_its_term(engine):
 async def test_a_prefix_of_too_many_terms_uses_the_prefix_query(engine, monkeypatch):
     searcher, _ = await add_history(engine, ASCII_WORDS, seed=8, count=60)
     expected = await search(engine, searcher, "pro", limit=4)
-    async with session_factory(engine)() as db:
-        assert await repository._prefix_terms(db, "pro") is not None
-        monkeypatch.setattr(repository, "MAX_PREFIX_TERMS", 2)
-        assert await repository._prefix_terms(db, "pro") is None
+    assert await prefix_terms(engine, "pro") is not None
+    monkeypatch.setattr(repository, "MAX_PREFIX_TERMS", 2)
+    assert await prefix_terms(engine, "pro") is None
     assert await search(engine, searcher, "pro", limit=4) == expected != []
 
 

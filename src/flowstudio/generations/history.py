@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowstudio.auth.models import User
-from flowstudio.db import utcnow
+from flowstudio.db import Reads, utcnow
 from flowstudio.errors import NotFound
 from flowstudio.generations import history_json, repository
 from flowstudio.generations.events import EventBus
@@ -57,14 +57,18 @@ _RUN_CONTEXT_SIZE = 4096
 
 
 async def run_context(
-    db: AsyncSession, run_ids: Sequence[uuid.UUID]
+    db: AsyncSession | Reads, run_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[str, str | None, dict[str, str]]]:
     """(run title, flow title, step titles) of each run."""
     wanted = set(run_ids)
     found = {run_id: _RUN_CONTEXT[run_id] for run_id in wanted if run_id in _RUN_CONTEXT}
     missing = wanted - found.keys()
     if missing:
-        for run_id, (title, snapshot) in (await repository.run_context(db, missing)).items():
+        if isinstance(db, Reads):
+            loaded = await db.run(repository.run_context, missing)
+        else:
+            loaded = await db.run_sync(lambda s: repository.run_context(s.connection(), missing))
+        for run_id, (title, snapshot) in loaded.items():
             steps = {s.get("id"): s.get("title") or s.get("id") for s in snapshot.get("steps", [])}
             found[run_id] = _RUN_CONTEXT[run_id] = (title, snapshot.get("title"), steps)
             if len(_RUN_CONTEXT) > _RUN_CONTEXT_SIZE:
@@ -77,7 +81,7 @@ def purge_after(deleted_at: datetime | None, trash_days: int) -> datetime | None
 
 
 async def list_history(
-    db: AsyncSession,
+    reads: Reads,
     *,
     user: User,
     codec: CursorCodec,
@@ -89,18 +93,15 @@ async def list_history(
     """One page of the user's history as the JSON body of `HistoryList` (see history_json)."""
     scope = "trash" if filters.deleted else "history"
     after = codec.decode(cursor, scope=scope) if cursor else None
-    rows = [
-        row
-        for row, _ in await repository.history_page(
-            db, user_id=user.id, filters=filters, after=after, limit=limit + 1
-        )
-    ]
-    values = history_json.row_values(db.get_bind().dialect.name)
+    rows = await reads.run(
+        repository.history_rows, user_id=user.id, filters=filters, after=after, limit=limit + 1
+    )
+    values = history_json.row_values(reads.dialect)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = codec.encode(history_json.position(rows[-1], values), scope=scope)
-    context = await run_context(db, history_json.run_ids(rows, values))
+    context = await run_context(reads, history_json.run_ids(rows, values))
     return history_json.render_page(
         rows, values=values, context=context, trash_days=trash_days, next_cursor=next_cursor
     )

@@ -64,7 +64,6 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 )
 async def list_history(
     user: CurrentUser,
-    db: SessionDep,
     ctx: ContextDep,
     limit: LimitDep,
     flow: str | None = Query(None, max_length=64),
@@ -102,7 +101,7 @@ async def list_history(
         deleted=deleted,
     )
     page = await history.list_history(
-        db,
+        ctx.reads,
         user=user,
         codec=ctx.cursors,
         filters=filters,

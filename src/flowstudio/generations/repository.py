@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Integer,
     String,
     and_,
@@ -428,20 +429,23 @@ def _history_statement(shape: _Shape, search: bool) -> Any:
     )
 
 
-async def history_page(
-    db: AsyncSession,
+def history_rows(
+    connection: Connection,
     *,
     user_id: uuid.UUID,
     filters: HistoryFilters,
     after: Position | None,
     limit: int,
-) -> list[tuple[Row[Any], bool]]:
+) -> list[Row[Any]]:
+    """Up to `limit` untyped item rows (history_json.COLUMNS + the adopted flag), newest first.
+
+    A synchronous unit of Core statements, run whole through `db.Reads`: on SQLite in one
+    hand-off to a reader thread, on PostgreSQL through the async engine."""
     shape = _shape(filters, after)
     params = _history_params(filters, after)
-    dialect = db.get_bind().dialect.name
-    if filters.words and dialect == "sqlite":
-        return await _sqlite_search_page(
-            db,
+    if filters.words and connection.dialect.name == "sqlite":
+        return _sqlite_search_rows(
+            connection,
             shape,
             params,
             user_id=user_id,
@@ -452,10 +456,7 @@ async def history_page(
     if filters.words:
         params["tsquery"] = _postgres_tsquery(filters.words)
     query = _history_statement(shape, bool(filters.words))
-    # A Core execution: these untyped rows need nothing from the ORM's loading machinery.
-    connection = await db.connection()
-    rows = await connection.execute(query, {**params, "user_id": user_id, "limit": limit})
-    return [(row, bool(row[-1])) for row in rows]
+    return list(connection.execute(query, {**params, "user_id": user_id, "limit": limit}))
 
 
 _FTS_BATCH = 500
@@ -466,13 +467,19 @@ _FTS_BATCH = 500
 MAX_PREFIX_TERMS = 100
 
 
+_PREFIX_TERMS = text(
+    "SELECT term FROM generations_fts_terms WHERE term >= :word AND term < :upper "
+    "ORDER BY term LIMIT :n"
+)
+
+
 def _exact_in_fts(word: str) -> bool:
     """Whether FTS5 reads `word` as itself: one token, unchanged by unicode61's folding (lower
     case ASCII letters and digits, and CJK ideographs, which have no case or diacritics)."""
     return all("a" <= c <= "z" or "0" <= c <= "9" or "\u4e00" <= c <= "\u9fcc" for c in word)
 
 
-async def _prefix_terms(db: AsyncSession, word: str) -> list[str] | None:
+def _prefix_terms(connection: Connection, word: str) -> list[str] | None:
     """The indexed prompt terms starting with `word`, or None when they cannot be used (too
     many of them, or a word or term FTS5 would tokenize differently)."""
     if not _exact_in_fts(word):
@@ -481,27 +488,23 @@ async def _prefix_terms(db: AsyncSession, word: str) -> list[str] | None:
     # incremented); SQLite compares UTF-8 text in code point order.
     upper = word[:-1] + chr(ord(word[-1]) + 1)
     terms = list(
-        await db.scalars(
-            text(
-                "SELECT term FROM generations_fts_terms WHERE term >= :word AND term < :upper "
-                "ORDER BY term LIMIT :n"
-            ),
-            {"word": word, "upper": upper, "n": MAX_PREFIX_TERMS + 1},
-        )
+        connection.execute(
+            _PREFIX_TERMS, {"word": word, "upper": upper, "n": MAX_PREFIX_TERMS + 1}
+        ).scalars()
     )
     if len(terms) > MAX_PREFIX_TERMS or not all(_exact_in_fts(term) for term in terms):
         return None
     return terms
 
 
-async def _sqlite_word_match(db: AsyncSession, word: str) -> str:
+def _sqlite_word_match(connection: Connection, word: str) -> str:
     """The FTS5 expression for one search word, matched as a prefix of prompt terms.
 
     FTS5 answers `"w"*` by merging the doclists of every term starting with w, over all users,
     before the first row; exact terms are read lazily and stop at the page. So the prefix is
     spelled out as its terms when there are few. The word itself is always one of them: a word
     typed in full is found even if the term table were to miss it."""
-    terms = await _prefix_terms(db, word)
+    terms = _prefix_terms(connection, word)
     if terms is None:
         return f'prompt : "{word}"*'
     alternatives = " OR ".join(f'"{term}"' for term in dict.fromkeys([word, *terms]))
@@ -550,8 +553,8 @@ def _sqlite_search_statement(shape: _Shape) -> Any:
     )
 
 
-async def _sqlite_search_page(
-    db: AsyncSession,
+def _sqlite_search_rows(
+    connection: Connection,
     shape: _Shape,
     params: dict[str, Any],
     *,
@@ -559,34 +562,31 @@ async def _sqlite_search_page(
     words: Sequence[str],
     after: Position | None,
     limit: int,
-) -> list[tuple[Row[Any], bool]]:
+) -> list[Row[Any]]:
     """Walk the user's FTS matches newest first (FTS rowids grow with insertion, which is
     created_at order on SQLite's single writer) and apply the other filters batch by batch,
     so a page costs a few index probes however many rows match overall. The batches carry
     the full rows: no statement after them."""
     match = f'owner : "u{user_id.hex}" AND ' + " AND ".join(
-        [await _sqlite_word_match(db, w) for w in words]
+        [_sqlite_word_match(connection, w) for w in words]
     )
     statement = _sqlite_search_statement(shape)
-    connection = await db.connection()
     found: list[Any] = []
     # The first batch is about a page (most matches pass the other filters); later ones grow,
     # for filters that drop most matches.
     size = min(_FTS_BATCH, 2 * limit)
     below = None
     while True:
-        batch = (
-            await connection.execute(
-                statement,
-                {
-                    **params,
-                    "user_id": user_id,
-                    "match": match,
-                    "below": below,
-                    "after_key": after.id.hex if after is not None else None,
-                    "size": size,
-                },
-            )
+        batch = connection.execute(
+            statement,
+            {
+                **params,
+                "user_id": user_id,
+                "match": match,
+                "below": below,
+                "after_key": after.id.hex if after is not None else None,
+                "size": size,
+            },
         ).all()
         found.extend(row[:-2] for row in batch if row[-1])
         if len(found) >= limit or len(batch) < size:
@@ -594,16 +594,16 @@ async def _sqlite_search_page(
         below = batch[-1][-2]
         size = min(_FTS_BATCH, 4 * size)
     found.sort(key=history_json.sort_key, reverse=True)
-    return [(row, bool(row[-1])) for row in found[:limit]]
+    return found[:limit]
 
 
-async def run_context(
-    db: AsyncSession, run_ids: Sequence[uuid.UUID]
+def run_context(
+    connection: Connection, run_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[str, dict[str, Any]]]:
     """Title and flow snapshot of each run (for history items' context)."""
     if not run_ids:
         return {}
-    rows = await db.execute(
+    rows = connection.execute(
         select(Run.id, Run.title, Run.flow_snapshot).where(Run.id.in_(set(run_ids)))
     )
     return {run_id: (title, snapshot) for run_id, title, snapshot in rows}
