@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from flowstudio.auth.models import User
-from flowstudio.db import ReadOnlyViolation, create_engine, read_only, session_factory
+from flowstudio.db import (
+    ReadOnlyViolation,
+    Reads,
+    create_engine,
+    read_only,
+    session_factory,
+)
 from tests.fixtures.app import make_client
 
 
@@ -65,4 +73,50 @@ async def test_postgres_reads_run_without_a_transaction(database_url, backend):
             await asyncio.sleep(0.01)
             assert await db.scalar(text("SELECT now()")) == first
     finally:
+        await engine.dispose()
+
+
+async def test_read_units_cannot_write(database_url):
+    """`Reads` units (history pages) are refused writes: on SQLite by the connection itself
+    (query_only), on PostgreSQL by the read-only engine's guard."""
+    engine = create_engine(database_url)
+    reads = Reads(engine)
+    insert = User.__table__.insert().values(email="x@example.com", password_hash="x")
+    try:
+        assert await reads.run(lambda connection: connection.scalar(text("SELECT 1"))) == 1
+        with pytest.raises((ReadOnlyViolation, OperationalError)):
+            await reads.run(lambda connection: connection.execute(insert))
+        async with session_factory(engine)() as db:
+            assert await db.scalar(text("SELECT count(*) FROM users")) == 0
+    finally:
+        await reads.close()
+        await engine.dispose()
+
+
+async def test_a_sqlite_read_unit_sees_one_snapshot(database_url, backend, tmp_path):
+    """A unit's statements (a search page's batches) read one snapshot, even when a writer
+    commits between them."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL units are single statements in autocommit")
+    engine = create_engine(database_url)
+    reads = Reads(engine)
+    path = engine.url.database
+
+    def count_around_a_commit(connection: Connection) -> tuple[int, int]:
+        before = connection.scalar(text("SELECT count(*) FROM users"))
+        writer = sqlite3.connect(path)
+        writer.execute(
+            "INSERT INTO users (id, email, password_hash, created_at, is_admin) "
+            "VALUES ('00000000000000000000000000000001', 'w@example.com', 'x', "
+            "'2026-01-01 00:00:00.000000', 0)"
+        )
+        writer.commit()
+        writer.close()
+        return before, connection.scalar(text("SELECT count(*) FROM users"))
+
+    try:
+        assert await reads.run(count_around_a_commit) == (0, 0)
+        assert await reads.run(lambda c: c.scalar(text("SELECT count(*) FROM users"))) == 1
+    finally:
+        await reads.close()
         await engine.dispose()
