@@ -16,7 +16,7 @@ from flowstudio.auth.security import PasswordHasher
 from flowstudio.auth.service import AuthService
 from flowstudio.config import Settings
 from flowstudio.context import AppContext
-from flowstudio.db import Reads, create_engine, read_only, session_factory
+from flowstudio.db import Reads, create_engine, session_factory
 from flowstudio.deps import reject_nul_characters
 from flowstudio.errors import install_error_handlers, install_problem_openapi
 from flowstudio.flows import FlowRegistry
@@ -175,7 +175,7 @@ async def open_context(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine, sync_session_class=bus.session_class),
-            read_sessions=session_factory(read_only(engine), sync_session_class=bus.session_class),
+            read_sessions=session_factory(reads.engine, sync_session_class=bus.session_class),
             reads=reads,
             store=store,
             auth=auth,

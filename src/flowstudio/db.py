@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ import sqlalchemy
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -113,20 +115,67 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     else:
-        engine = create_async_engine(
-            url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10
-        )
+        engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+        _ping_when_idle(engine)
+    _refuse_writes_when_read_only(engine)
+    return engine
 
+
+def _create_postgres_read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """PostgreSQL connections for read-only work: a pool of their own, in autocommit.
+
+    No BEGIN and COMMIT round trips. Nothing is lost by it: under READ COMMITTED, PostgreSQL's
+    default, every statement takes its own snapshot inside a transaction too, and writes are
+    refused here before they reach the server. Setting autocommit per checkout on the shared
+    pool instead came too late for the connection check, which then wrapped its `;` in a
+    BEGIN and a ROLLBACK: three round trips before the query."""
+    reader = create_async_engine(
+        engine.url,
+        echo=engine.echo,
+        isolation_level="AUTOCOMMIT",
+        pool_size=5,
+        max_overflow=15,
+        execution_options={READ_ONLY: True},
+    )
+    _ping_when_idle(reader)
+    _refuse_writes_when_read_only(reader)
+    return reader
+
+
+# A pooled PostgreSQL connection idle longer than this is checked (a `;` round trip) before
+# use, and replaced if the server dropped it. One used more recently is trusted: checking
+# every checkout (pool_pre_ping) cost a round trip on every request, for a failure that,
+# when it does happen, invalidates the whole pool at once; the request that meets it answers
+# 503 with Retry-After.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _check_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            # The pool discards this connection and checks out another (or a new one).
+            raise DisconnectionError(f"a pooled connection was closed: {error}") from error
+
+
+def _refuse_writes_when_read_only(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _refuse_writes_when_read_only(
-        connection: Any, _cursor: Any, statement: str, *_args: Any
-    ) -> None:
+    def _refuse(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if connection.get_execution_options().get(READ_ONLY) and not statement.lstrip()[
             :6
         ].upper().startswith(_READ_STATEMENTS):
             raise ReadOnlyViolation(f"a write in a read-only transaction: {statement[:80]!r}")
-
-    return engine
 
 
 # Execution option of read-only sessions (GET requests): SQLite begins them without the write
@@ -150,19 +199,6 @@ class ReadOnlyViolation(RuntimeError):
     """Code that writes ran in a read-only (GET) transaction: a programming error."""
 
 
-def read_only(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine and pool, for transactions that only read.
-
-    On PostgreSQL they run in autocommit: no BEGIN and COMMIT round trips (two of a list
-    page's four). Nothing is lost by it: under READ COMMITTED, PostgreSQL's default, every
-    statement takes its own snapshot inside a transaction too, and writes are refused here
-    before they reach the server."""
-    options: dict[str, Any] = {READ_ONLY: True}
-    if engine.dialect.name == "postgresql":
-        options["isolation_level"] = "AUTOCOMMIT"
-    return engine.execution_options(**options)
-
-
 T = TypeVar("T")
 
 
@@ -177,25 +213,32 @@ class Reads:
     needs no thread: the same function runs on the async engine through `run_sync`, in
     autocommit like every read-only session (see `read_only`).
 
-    A unit runs in one transaction on SQLite, so its statements see one snapshot (WAL)."""
+    A unit runs in one transaction on SQLite, so its statements see one snapshot (WAL).
+
+    `engine` is the async engine for read-only sessions (GET requests): on SQLite the given
+    engine and pool, whose transactions then begin without the write lock; on PostgreSQL a
+    pool of its own in autocommit. Either way statements that would write raise
+    `ReadOnlyViolation` instead of reaching the database."""
 
     THREADS = 4
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._async_engine = read_only(engine)
         self._sync_engine: sqlalchemy.Engine | None = None
         self._threads: ThreadPoolExecutor | None = None
         if engine.dialect.name == "sqlite":
+            self.engine = engine.execution_options(**{READ_ONLY: True})
             self._sync_engine = _sqlite_reader_engine(engine, pool_size=self.THREADS)
             self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="sqlite-read")
+        else:
+            self.engine = _create_postgres_read_engine(engine)
 
     @property
     def dialect(self) -> str:
-        return self._async_engine.dialect.name
+        return self.engine.dialect.name
 
     async def run(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._threads is None:
-            async with self._async_engine.connect() as connection:
+            async with self.engine.connect() as connection:
                 return await connection.run_sync(work, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(
             self._threads, lambda: self._run_sqlite(work, args, kwargs)
@@ -212,6 +255,8 @@ class Reads:
             await asyncio.to_thread(self._threads.shutdown, wait=True)
         if self._sync_engine is not None:
             self._sync_engine.dispose()
+        else:
+            await self.engine.dispose()  # on SQLite the given engine's, which is not ours
 
 
 def _sqlite_reader_engine(engine: AsyncEngine, *, pool_size: int) -> sqlalchemy.Engine:

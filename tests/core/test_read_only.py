@@ -14,7 +14,6 @@ from flowstudio.db import (
     ReadOnlyViolation,
     Reads,
     create_engine,
-    read_only,
     session_factory,
 )
 from tests.fixtures.app import make_client
@@ -22,8 +21,9 @@ from tests.fixtures.app import make_client
 
 async def test_read_only_sessions_refuse_writes(database_url):
     engine = create_engine(database_url)
+    reads = Reads(engine)
     try:
-        async with session_factory(read_only(engine))() as db:
+        async with session_factory(reads.engine)() as db:
             assert await db.scalar(text("SELECT 1")) == 1
             with pytest.raises(ReadOnlyViolation):
                 await db.execute(
@@ -33,6 +33,7 @@ async def test_read_only_sessions_refuse_writes(database_url):
         async with session_factory(engine)() as db:
             assert await db.scalar(text("SELECT count(*) FROM users")) == 0
     finally:
+        await reads.close()
         await engine.dispose()
 
 
@@ -62,8 +63,9 @@ async def test_postgres_reads_run_without_a_transaction(database_url, backend):
     if backend != "postgres":
         pytest.skip("SQLite reads begin a deferred transaction (see the test above)")
     engine = create_engine(database_url)
+    reads = Reads(engine)
     try:
-        async with session_factory(read_only(engine))() as db:
+        async with session_factory(reads.engine)() as db:
             first = await db.scalar(text("SELECT now()"))
             await asyncio.sleep(0.01)
             second = await db.scalar(text("SELECT now()"))
@@ -73,6 +75,7 @@ async def test_postgres_reads_run_without_a_transaction(database_url, backend):
             await asyncio.sleep(0.01)
             assert await db.scalar(text("SELECT now()")) == first
     finally:
+        await reads.close()
         await engine.dispose()
 
 
