@@ -3,10 +3,12 @@ detail view (HistoryItem through pydantic) says, for every kind of generation, o
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pydantic_core
 import pytest
+from sqlalchemy import text
 
 from flowstudio.generations.history_json import SQLiteValues
 from tests.fixtures.flows import adopt, generate_ok, png_bytes, start_run
@@ -86,3 +88,36 @@ def test_driver_times_are_written_as_pydantic_writes_them(value):
     # Typed reads convert to UTC (UTCDateTime), so the API writes every time with a Z.
     expected = pydantic_core.to_json(value.astimezone(UTC)).decode().strip('"')
     assert RowValues().text_time(value) == expected
+
+
+async def _store_output(app, generation_id: str, document: str, backend: str) -> None:
+    """Write a generation's output JSON as raw text, as a provider or an older release may
+    have left it."""
+    cast = "CAST(:doc AS jsonb)" if backend == "postgres" else ":doc"
+    key = generation_id if backend == "postgres" else generation_id.replace("-", "")
+    async with app.state.ctx.sessions() as db:
+        await db.execute(
+            text(f"UPDATE generations SET output = {cast} WHERE id = :id"),
+            {"doc": document, "id": key},
+        )
+        await db.commit()
+
+
+async def test_stored_documents_come_out_as_json(app, alice, backend):
+    """Documents go into the page without being parsed where possible; the page stays JSON
+    for integers past 64 bits, for a JSON null, and (SQLite, which stores Python's json text)
+    for NaN and Infinity, which JSON has no words for."""
+    run = await start_run(alice, "quick", prompt="documents")
+    big, empty, odd = await generate_ok(alice, run["id"], "image", count=3)
+    await _store_output(app, big["id"], '{"n": 1180591620717411303424, "s": "NaN"}', backend)
+    await _store_output(app, empty["id"], "null", backend)
+    if backend == "sqlite":
+        odd_json = '{"a": NaN, "b": [Infinity, -Infinity], "c": 1}'
+        await _store_output(app, odd["id"], odd_json, backend)
+    response = await alice.get("/api/history", params={"run_id": run["id"]})
+    assert response.status_code == 200, response.text
+    outputs = {item["id"]: item["output"] for item in json.loads(response.content)["items"]}
+    assert outputs[big["id"]] == {"n": 2**70, "s": "NaN"}
+    assert outputs[empty["id"]] == {}
+    if backend == "sqlite":
+        assert outputs[odd["id"]] == {"a": None, "b": [None, None], "c": 1}

@@ -14,14 +14,15 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pydantic_core
 
 from flowstudio.pagination import Position
 
 RunContext = Mapping[uuid.UUID, tuple[str, str | None, dict[str, str]]]
 _NO_CONTEXT: tuple[str | None, str | None, dict[str, str]] = (None, None, {})
-_to_json = pydantic_core.to_json
 _fromisoformat = datetime.fromisoformat
+_Fragment = orjson.Fragment
 
 
 def _iso(value: datetime) -> str:
@@ -51,6 +52,9 @@ class RowValues:
     def document(self, value: Any) -> Any:
         return value
 
+    def parsed_document(self, value: Any) -> Any:
+        return value
+
 
 class SQLiteValues(RowValues):
     """SQLite: UUIDs are 32 hex digits, times naive-UTC text ('YYYY-MM-DD HH:MM:SS.ffffff'),
@@ -76,7 +80,22 @@ class SQLiteValues(RowValues):
         return _iso(self.time(value))
 
     def document(self, value: Any) -> Any:
-        return pydantic_core.from_json(value) if isinstance(value, str | bytes) else value
+        """The stored JSON text, written into the page as it is (orjson.Fragment): parsing it
+        only to print it again was a third of a page's rendering. Python's json module (which
+        stored it) writes NaN and Infinity, which are not JSON: such a document is parsed,
+        and the page says null, as for a parsed one."""
+        if not isinstance(value, str):
+            return value
+        if value == "null":
+            return None
+        if "NaN" in value or "Infinity" in value:
+            return pydantic_core.from_json(value, allow_inf_nan=True)
+        return _Fragment(value)
+
+    def parsed_document(self, value: Any) -> Any:
+        if isinstance(value, str | bytes):
+            return pydantic_core.from_json(value, allow_inf_nan=True)
+        return value
 
 
 def row_values(dialect: str) -> RowValues:
@@ -147,9 +166,24 @@ def render_page(
     next_cursor: str | None,
 ) -> bytes:
     """`{"items": [...], "next_cursor": ...}` for untyped rows of COLUMNS + the adopted flag."""
+    try:
+        return orjson.dumps(_page(rows, values, values.document, context, trash_days, next_cursor))
+    except orjson.JSONEncodeError:
+        # orjson stops at 64-bit integers; a document may hold a bigger one.
+        page = _page(rows, values, values.parsed_document, context, trash_days, next_cursor)
+        return pydantic_core.to_json(page, inf_nan_mode="null")
+
+
+def _page(
+    rows: Sequence[Sequence[Any]],
+    values: RowValues,
+    document: Callable[[Any], Any],
+    context: RunContext,
+    trash_days: int,
+    next_cursor: str | None,
+) -> dict[str, Any]:
     text_id: Callable[[Any], str] = values.text_id
     text_time = values.text_time
-    document = values.document
     to_uuid = values.uuid
     by_run: dict[Any, tuple[str | None, str | None, dict[str, str]]] = {}
     items = []
@@ -243,4 +277,4 @@ def render_page(
                 "purge_after": purge_after,
             }
         )
-    return _to_json({"items": items, "next_cursor": next_cursor})
+    return {"items": items, "next_cursor": next_cursor}

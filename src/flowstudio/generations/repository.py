@@ -456,7 +456,7 @@ def history_rows(
     if filters.words:
         params["tsquery"] = _postgres_tsquery(filters.words)
     query = _history_statement(shape, bool(filters.words))
-    return list(connection.execute(query, {**params, "user_id": user_id, "limit": limit}))
+    return connection.execute(query, {**params, "user_id": user_id, "limit": limit}).all()
 
 
 _FTS_BATCH = 500
