@@ -4,13 +4,15 @@ detail view (HistoryItem through pydantic) says, for every kind of generation, o
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 
 import pydantic_core
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from flowstudio.generations.history_json import SQLiteValues
+from flowstudio.generations.models import Generation
 from tests.fixtures.flows import adopt, generate_ok, png_bytes, start_run
 
 
@@ -74,20 +76,31 @@ def test_sqlite_ids_are_written_as_uuids():
     assert SQLiteValues().uuid(value.hex) == value
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
+async def test_times_read_as_text_are_written_as_pydantic_writes_them(app, alice):
+    """The list query reads times as text (PostgreSQL formats them in SQL): whole seconds,
+    a few microseconds and another zone must come out as the typed detail view has them."""
+    run = await start_run(alice, "quick", prompt="times")
+    made = await generate_ok(alice, run["id"], "image", count=3)
+    times = [
         datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC),
         datetime(2026, 1, 31, 23, 59, 59, 450, tzinfo=UTC),
         datetime.fromisoformat("2026-02-01T01:59:59.123456+02:00"),
-    ],
-)
-def test_driver_times_are_written_as_pydantic_writes_them(value):
-    from flowstudio.generations.history_json import RowValues
-
-    # Typed reads convert to UTC (UTCDateTime), so the API writes every time with a Z.
-    expected = pydantic_core.to_json(value.astimezone(UTC)).decode().strip('"')
-    assert RowValues().text_time(value) == expected
+    ]
+    async with app.state.ctx.sessions() as db:
+        for generation, moment in zip(made, times, strict=True):
+            await db.execute(
+                update(Generation)
+                .where(Generation.id == uuid.UUID(generation["id"]))
+                .values(finished_at=moment, started_at=moment)
+            )
+        await db.commit()
+    items = await _same_as_detail(alice, run_id=run["id"])
+    written = {item["finished_at"] for item in items}
+    assert written == {
+        "2026-01-31T23:59:59Z",
+        "2026-01-31T23:59:59.000450Z",
+        "2026-01-31T23:59:59.123456Z",
+    }
 
 
 async def _store_output(app, generation_id: str, document: str, backend: str) -> None:

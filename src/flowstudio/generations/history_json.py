@@ -32,40 +32,17 @@ def _iso(value: datetime) -> str:
 
 
 class RowValues:
-    """How one database driver hands back the untyped columns of a history row."""
+    """The untyped columns of a history row as the list query hands them back: times as
+    naive-UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' and JSON documents as text on both databases
+    (SQLite stores them so; PostgreSQL writes them so, see repository._StoredText); ids as
+    PostgreSQL writes a UUID. Each becomes its API form by slicing, without building the
+    object."""
 
     def text_id(self, value: Any) -> str:
-        return str(value)
-
-    def uuid(self, value: Any) -> uuid.UUID:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-    def time(self, value: Any) -> datetime:
-        return value.astimezone(UTC)
-
-    def text_time(self, value: Any) -> str | None:
-        if value is None:
-            return None
-        text = value.isoformat()  # asyncpg hands back UTC: one C call, then the suffix
-        return text[:-6] + "Z" if text.endswith("+00:00") else _iso(value)
-
-    def document(self, value: Any) -> Any:
         return value
 
-    def parsed_document(self, value: Any) -> Any:
-        return value
-
-
-class SQLiteValues(RowValues):
-    """SQLite: UUIDs are 32 hex digits, times naive-UTC text ('YYYY-MM-DD HH:MM:SS.ffffff'),
-    JSON is text. Each becomes its API form by slicing, without building the object."""
-
-    def text_id(self, value: Any) -> str:
-        h = value
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
     def uuid(self, value: Any) -> uuid.UUID:
-        return uuid.UUID(hex=value)
+        return uuid.UUID(value)
 
     def time(self, value: Any) -> datetime:
         return _fromisoformat(value).replace(tzinfo=UTC)
@@ -73,7 +50,7 @@ class SQLiteValues(RowValues):
     def text_time(self, value: Any) -> str | None:
         if value is None:
             return None
-        if len(value) == 26 and value[10] == " ":  # how SQLAlchemy stores them
+        if len(value) == 26 and value[10] == " ":
             if value.endswith(".000000"):
                 return f"{value[:10]}T{value[11:19]}Z"
             return f"{value[:10]}T{value[11:]}Z"
@@ -82,8 +59,8 @@ class SQLiteValues(RowValues):
     def document(self, value: Any) -> Any:
         """The stored JSON text, written into the page as it is (orjson.Fragment): parsing it
         only to print it again was a third of a page's rendering. Python's json module (which
-        stored it) writes NaN and Infinity, which are not JSON: such a document is parsed,
-        and the page says null, as for a parsed one."""
+        stored it on SQLite) writes NaN and Infinity, which are not JSON: such a document is
+        parsed, and the page says null, as for a parsed one."""
         if not isinstance(value, str):
             return value
         if value == "null":
@@ -96,6 +73,17 @@ class SQLiteValues(RowValues):
         if isinstance(value, str | bytes):
             return pydantic_core.from_json(value, allow_inf_nan=True)
         return value
+
+
+class SQLiteValues(RowValues):
+    """SQLite stores UUIDs as 32 hex digits."""
+
+    def text_id(self, value: Any) -> str:
+        h = value
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def uuid(self, value: Any) -> uuid.UUID:
+        return uuid.UUID(hex=value)
 
 
 def row_values(dialect: str) -> RowValues:

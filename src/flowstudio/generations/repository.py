@@ -30,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import NullType
 
 from flowstudio.db import UTCDateTime
@@ -54,12 +56,45 @@ def with_adoption(query: Any) -> Any:
     )
 
 
+class _StoredText(FunctionElement[Any]):
+    """A column read as text, the way SQLite stores it: ids, JSON documents, and times as
+    'YYYY-MM-DD HH:MM:SS.ffffff' in UTC. On SQLite that is the column itself; PostgreSQL
+    writes its values so (`history_json` then slices them into the API's form), which costs
+    it less than handing over typed values for Python to decode and print again."""
+
+    type = NullType()
+    inherit_cache = True
+    name = "stored_text"
+
+
+@compiles(_StoredText)
+def _stored_text(element: _StoredText, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses.clauses[0], **kw)
+
+
+@compiles(_StoredText, "postgresql")
+def _stored_text_postgres(element: _StoredText, compiler: Any, **kw: Any) -> str:
+    column = element.clauses.clauses[0]
+    sql = compiler.process(column, **kw)
+    if isinstance(column.type, UTCDateTime):
+        return f"to_char(timezone('UTC', {sql}), 'YYYY-MM-DD HH24:MI:SS.US')"
+    return f"CAST({sql} AS TEXT)"
+
+
+_TEXT_COLUMNS = {"id", "run_id", "batch_id", "params", "output"} | {
+    column.name for column in Generation.__table__.c if isinstance(column.type, UTCDateTime)
+}
+
 # What a history item shows, read as plain untyped rows: values come back as the driver gives
-# them (text on SQLite), and history_json writes them straight into the page's JSON. Typed
-# loading (UUIDs, datetimes, the ORM's identity map) cost more than the query itself.
-# Rows answer to the same attribute names as Generation.
+# them (ids, times and documents as text, see _StoredText), and history_json writes them
+# straight into the page's JSON. Typed loading (UUIDs, datetimes, parsed JSON, the ORM's
+# identity map) cost more than the query itself. Rows answer to Generation's attribute names.
 _ITEM_COLUMNS = tuple(
-    type_coerce(Generation.__table__.c[name], NullType()).label(name)
+    (
+        _StoredText(Generation.__table__.c[name])
+        if name in _TEXT_COLUMNS
+        else type_coerce(Generation.__table__.c[name], NullType())
+    ).label(name)
     for name in history_json.COLUMNS
 )
 
