@@ -47,6 +47,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import sqlalchemy
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -58,7 +59,7 @@ from flowstudio.auth.security import new_api_token, token_hash
 from flowstudio.db import Reads, create_engine, session_factory
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.definitions import render_prompt
-from flowstudio.generations import history_json, repository
+from flowstudio.generations import history_json, maintenance, repository
 from flowstudio.generations.models import Generation
 from flowstudio.generations.repository import HistoryFilters, search_words
 from flowstudio.migrate import upgrade_sync
@@ -1542,9 +1543,36 @@ def _database_version(backend: str) -> str:
     return f"PostgreSQL {asyncio.run(version())}"
 
 
+def maintain(backend: str) -> dict[str, Any]:
+    """What a deployment's worker does to its database every gc interval and the bulk fill
+    skipped: on SQLite, merge the full-text index (maintenance.compact_search_index, through
+    the same repository step). A no-op once done."""
+    if backend != "sqlite":
+        return {}
+    engine = sqlalchemy.create_engine(f"sqlite:///{SQLITE_PATH}")
+    started, steps = time.perf_counter(), 0
+    try:
+        with engine.connect() as connection:
+            before = repository.search_index_segments(connection)
+            while before > 1:
+                with connection.begin():
+                    merged = repository.merge_search_index(
+                        connection, pages=maintenance.SEARCH_MERGE_PAGES
+                    )
+                if not merged:
+                    break
+                steps += 1
+    finally:
+        engine.dispose()
+    seconds = round(time.perf_counter() - started, 2)
+    if steps:
+        console.print(f"{backend}: merged the search index ({before} segments) in {seconds} s")
+    return {"search_index_segments_before": before, "merge_steps": steps, "merge_s": seconds}
+
+
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     url = sqlite_url() if backend == "sqlite" else postgres_url()
-    fill = ensure_filled(backend, args)
+    fill = {**ensure_filled(backend, args), "maintenance": maintain(backend)}
     variants = variants_for(args)
     setup = asyncio.run(prepare(url, args, variants))
     console.print(

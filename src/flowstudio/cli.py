@@ -231,7 +231,8 @@ def user_create(
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report; change nothing.")] = False,
 ) -> None:
-    """Purge expired trash, apply retention, delete orphan objects, report missing ones."""
+    """Purge expired trash, apply retention, delete orphan objects, report missing ones;
+    on SQLite, merge the search index."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -278,6 +279,8 @@ def gc(
     )
     table.add_row("generations whose image is missing", str(len(report.missing_objects)))
     table.add_row("deletes that failed (retried next time)", str(report.delete_failures))
+    if not dry_run and report.search_index_merges:
+        table.add_row("search index merge steps (SQLite)", str(report.search_index_merges))
     console.print(table)
     for gid in report.missing_objects[:20]:
         console.print(f"  missing image: generation {gid}")

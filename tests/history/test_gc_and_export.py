@@ -12,6 +12,7 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from flowstudio.db import utcnow
+from flowstudio.generations import repository
 from flowstudio.generations.maintenance import collect_garbage
 from flowstudio.generations.models import Generation
 from tests.fixtures.flows import adopt, generate_and_adopt, generate_ok, start_run
@@ -181,3 +182,47 @@ async def test_deleted_run_is_purged_after_its_trash_period(app, alice):
     assert report.trash_purged == 1 and report.runs_purged == 1
     assert await keys(ctx.store) == set()
     assert (await alice.get(f"/api/history/{generation['id']}")).status_code == 404
+
+
+async def search_index_segments(app) -> int:
+    async with app.state.ctx.sessions() as db:
+        return await db.run_sync(lambda s: repository.search_index_segments(s.connection()))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_gc_merges_the_sqlite_search_index(app, alice):
+    """Each write adds a segment to FTS5's index, and a search seeks into every one; gc
+    merges them into one, in short steps, and every search finds what it found before."""
+    ctx = app.state.ctx
+    run = await start_run(alice, "quick", prompt="index")
+    words = ["kettle", "kestrel", "lantern", "lanterns", "compass", "copper"]
+    for i, word in enumerate(words * 2):
+        await generate_ok(alice, run["id"], "image", prompt=f"a {word} number {i}")
+    segments = await search_index_segments(app)
+    assert segments > 1
+
+    async def found(q: str) -> list[str]:
+        response = await alice.get("/api/history", params={"q": q, "limit": 3})
+        ids = []
+        while True:
+            assert response.status_code == 200, response.text
+            page = response.json()
+            ids += [item["id"] for item in page["items"]]
+            if not page["next_cursor"]:
+                return ids
+            response = await alice.get(
+                "/api/history", params={"q": q, "limit": 3, "cursor": page["next_cursor"]}
+            )
+
+    queries = ["ke", "kettle", "lantern", "co", "number", "a"]
+    before = {q: await found(q) for q in queries}
+    assert all(before.values())
+
+    dry = await collect_garbage(ctx, dry_run=True)
+    assert dry.search_index_merges == 0 and await search_index_segments(app) == segments
+    report = await collect_garbage(ctx)
+    assert report.search_index_merges >= 1
+    assert await search_index_segments(app) == 1
+    assert {q: await found(q) for q in queries} == before
+    # Nothing left to merge: the next run does no steps.
+    assert (await collect_garbage(ctx)).search_index_merges == 0

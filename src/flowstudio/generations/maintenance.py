@@ -1,4 +1,5 @@
-"""Garbage collection and consistency: trash purge, retention, orphan objects, missing objects.
+"""Garbage collection and consistency: trash purge, retention, orphan objects, missing objects,
+and (SQLite) merging the full-text index.
 
 Run by `flowstudio gc [--dry-run]` and periodically by workers. Object deletes go first and a row
 is removed only once its objects are gone; adopted candidates and unfinished work are never
@@ -7,6 +8,7 @@ touched by retention.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -46,6 +48,7 @@ class GcReport:
     orphan_keys: list[str] = field(default_factory=list)
     missing_objects: list[uuid.UUID] = field(default_factory=list)
     delete_failures: int = 0
+    search_index_merges: int = 0  # SQLite: merge steps of the full-text index
     seconds: float = 0.0
     skipped: bool = False  # another collector held the lock
 
@@ -240,6 +243,32 @@ async def sweep_objects(
             report.missing_objects.extend(rows)
 
 
+# Pages of the full-text index merged per write transaction: about 50 ms of holding SQLite's
+# write lock on 2 cores, after which requests and the worker get their turn.
+SEARCH_MERGE_PAGES = 200
+
+
+async def compact_search_index(ctx: AppContext, report: GcReport, progress: Progress) -> None:
+    """SQLite: merge the full-text index into one segment, in short steps (see
+    repository.merge_search_index). PostgreSQL's GIN index needs nothing of the kind."""
+    if not ctx.settings.is_sqlite or report.dry_run:
+        return
+    async with ctx.sessions() as db:
+        if await db.run_sync(lambda s: repository.search_index_segments(s.connection())) <= 1:
+            return
+    while True:
+        async with ctx.sessions() as db:
+            merged = await db.run_sync(
+                lambda s: repository.merge_search_index(s.connection(), pages=SEARCH_MERGE_PAGES)
+            )
+            await db.commit()
+        if not merged:
+            return
+        report.search_index_merges += 1
+        progress("search index merge steps", 1, None)
+        await asyncio.sleep(0.01)
+
+
 async def collect_garbage(
     ctx: AppContext,
     *,
@@ -264,6 +293,7 @@ async def collect_garbage(
         await apply_retention(ctx, report, progress)
         if sweep:
             await sweep_objects(ctx, report, progress, grace=orphan_grace)
+        await compact_search_index(ctx, report, progress)
     finally:
         if lock_connection is not None:
             await lock_connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_ID})"))
