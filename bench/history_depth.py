@@ -1554,11 +1554,12 @@ def maintain(backend: str) -> dict[str, Any]:
     try:
         with engine.connect() as connection:
             before = repository.search_index_segments(connection)
+            connection.commit()
             while before > 1:
-                with connection.begin():
-                    merged = repository.merge_search_index(
-                        connection, pages=maintenance.SEARCH_MERGE_PAGES
-                    )
+                merged = repository.merge_search_index(
+                    connection, pages=maintenance.SEARCH_MERGE_PAGES
+                )
+                connection.commit()
                 if not merged:
                     break
                 steps += 1
