@@ -165,7 +165,7 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             return
         try:
             dialect.do_ping(dbapi_connection)
-        except dialect.loaded_dbapi.Error as error:
+        except (dialect.loaded_dbapi.Error, OSError) as error:
             # The pool discards this connection and checks out another (or a new one).
             raise DisconnectionError(f"a pooled connection was closed: {error}") from error
 

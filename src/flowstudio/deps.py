@@ -48,24 +48,24 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-async def optional_principal(request: Request, db: SessionDep) -> Principal | None:
+async def optional_principal(request: Request) -> Principal | None:
+    """Who sent the request. Not tied to the request's own session: most requests find the
+    answer in the principal cache and need no database (a list page then opens none); a
+    miss reads it in a short read-only session of its own."""
     ctx: AppContext = request.app.state.ctx
     token = bearer_token(request)
     principal = None
     if token is not None:
-        principal = await ctx.auth.principal_from_api_token(db, token=token)
+        principal = await ctx.auth.principal_from_api_token(ctx.read_sessions, token=token)
         if principal is None:
             raise Unauthenticated("The API token is unknown or revoked.")
     elif cookie := request.cookies.get(SESSION_COOKIE):
-        principal = await ctx.auth.principal_from_session(db, session_token=cookie)
+        principal = await ctx.auth.principal_from_session(ctx.read_sessions, session_token=cookie)
     if principal is not None and principal.touch_due:
-        if request.method in SAFE_METHODS:
-            # The request's transaction is read-only: bookkeeping gets a short one of its own.
-            async for touch in session_scope(ctx.sessions):
-                await ctx.auth.record_use(touch, principal=principal)
-        else:
-            # Here the request's transaction holds SQLite's write lock: write in it.
-            await ctx.auth.record_use(db, principal=principal)
+        # Last-use bookkeeping (once every few minutes a principal) in a short write
+        # transaction of its own, before the request's own transaction begins.
+        async for touch in session_scope(ctx.sessions):
+            await ctx.auth.record_use(touch, principal=principal)
     return principal
 
 

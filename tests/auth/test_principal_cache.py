@@ -112,3 +112,31 @@ async def test_the_remembered_user_belongs_to_no_session(app, alice):
     [(principal, _, _)] = app.state.ctx.auth.principals._entries.values()
     state = sa_inspect(principal.user)
     assert state.transient and principal.user.email == "alice@example.com"
+
+
+async def test_a_remembered_caller_costs_a_list_page_no_session(app, alice, monkeypatch):
+    """A list page with a remembered principal opens no ORM session at all: the page is one
+    read unit (db.Reads), and whom the request is from comes from the cache."""
+    ctx = app.state.ctx
+    headers = await _token(alice)
+    opened: list[str] = []
+
+    def counting(name, factory):  # noqa: ANN001, ANN202
+        def open_session(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            opened.append(name)
+            return factory(*args, **kwargs)
+
+        return open_session
+
+    async with make_client(app) as script:
+        # The first request looks the token up and records its use.
+        assert (await script.get("/api/history", headers=headers)).status_code == 200
+        monkeypatch.setattr(ctx, "sessions", counting("write", ctx.sessions))
+        monkeypatch.setattr(ctx, "read_sessions", counting("read", ctx.read_sessions))
+        for _ in range(3):
+            assert (await script.get("/api/history", headers=headers)).status_code == 200
+        assert opened == []
+        # Without the cache the lookup is a read session of its own, and nothing else.
+        ctx.auth.principals.clear()
+        assert (await script.get("/api/history", headers=headers)).status_code == 200
+        assert opened == ["read"]

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flowstudio.auth import repository
 from flowstudio.auth.models import ApiToken, User, UserSession
@@ -247,14 +247,17 @@ class AuthService:
             await repository.delete_session(db, token_hash(session_token))
 
     async def principal_from_session(
-        self, db: AsyncSession, *, session_token: str
+        self, sessions: async_sessionmaker[AsyncSession], *, session_token: str
     ) -> Principal | None:
+        """Whose sign-in session this is; the database is read (in a session of `sessions`)
+        only when the principal cache has no answer."""
         hashed = token_hash(session_token)
         key = _session_key(hashed)
         if (cached := self.principals.get(key)) is not None:
             return cached
         now = utcnow()
-        found = await repository.get_session_with_user(db, hashed, now)
+        async with sessions() as db:
+            found = await repository.get_session_with_user(db, hashed, now)
         if found is None:
             return None
         session_id, last_seen_at, expires_at, user = found
@@ -267,12 +270,16 @@ class AuthService:
         self.principals.put(key, principal, expires_at=expires_at)
         return principal
 
-    async def principal_from_api_token(self, db: AsyncSession, *, token: str) -> Principal | None:
+    async def principal_from_api_token(
+        self, sessions: async_sessionmaker[AsyncSession], *, token: str
+    ) -> Principal | None:
+        """Whose API token this is; like principal_from_session."""
         hashed = token_hash(token)
         key = _token_key(hashed)
         if (cached := self.principals.get(key)) is not None:
             return cached
-        found = await repository.get_api_token_with_user(db, hashed)
+        async with sessions() as db:
+            found = await repository.get_api_token_with_user(db, hashed)
         if found is None:
             return None
         api_token_id, last_used_at, user = found
