@@ -41,35 +41,32 @@ def backend_pid(connection) -> int:  # noqa: ANN001
     return connection.scalar(text("SELECT pg_backend_pid()"))
 
 
-async def test_a_read_unit_is_one_round_trip(database_url, postgres_only, round_trips):
+async def second_read_unit(database_url: str, round_trips: collections.Counter[str]) -> None:
+    """Two read units on one pooled connection; what the second one sent is counted."""
     engine = create_engine(database_url)
     reads = Reads(engine)
     try:
         await reads.run(backend_pid)
         round_trips.clear()
         await reads.run(backend_pid)
-        # No BEGIN/ROLLBACK, no connection check: the statement alone (asyncpg runs it as a
-        # cached prepared statement, which these counters do not see).
-        assert sum(round_trips.values()) == 0, round_trips
     finally:
         await reads.close()
         await engine.dispose()
+
+
+async def test_a_read_unit_is_one_round_trip(database_url, postgres_only, round_trips):
+    await second_read_unit(database_url, round_trips)
+    # No BEGIN/ROLLBACK, no connection check: the statement alone (asyncpg runs it as a
+    # cached prepared statement, which these counters do not see).
+    assert sum(round_trips.values()) == 0, round_trips
 
 
 async def test_an_idle_connection_is_checked_first(
     database_url, postgres_only, round_trips, monkeypatch
 ):
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
-    engine = create_engine(database_url)
-    reads = Reads(engine)
-    try:
-        await reads.run(backend_pid)
-        round_trips.clear()
-        await reads.run(backend_pid)
-        assert round_trips["fetchrow ;"] == 1
-    finally:
-        await reads.close()
-        await engine.dispose()
+    await second_read_unit(database_url, round_trips)
+    assert round_trips == {"fetchrow ;": 1}
 
 
 async def test_a_dropped_connection_is_replaced_after_idling(
