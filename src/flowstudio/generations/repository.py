@@ -382,10 +382,11 @@ class _Shape:
     adopted: bool | None
     after: bool
 
-
-_NO_FILTERS: dict[str, Any] = dict.fromkeys(
-    ("flow", "run_id", "step_id", "statuses", "since", "until"), False
-) | {"adopted": None}
+    @property
+    def narrowed(self) -> bool:
+        """Whether a filter other than live-or-trash applies."""
+        flags = (self.flow, self.run_id, self.step_id, self.statuses, self.since, self.until)
+        return any(flags) or self.adopted is not None
 
 
 def _shape(filters: HistoryFilters, after: Position | None) -> _Shape:
@@ -615,8 +616,7 @@ def _sqlite_search_rows(
     # The first batch is about a page: with no other filter than the trash's, nearly every
     # match passes (a few spare rows cover trashed ones); with others, twice that. Later
     # batches grow, for filters that drop most matches.
-    only_search = shape == _Shape(deleted=shape.deleted, **_NO_FILTERS, after=shape.after)
-    size = min(_FTS_BATCH, limit + 8 if only_search else 2 * limit)
+    size = min(_FTS_BATCH, 2 * limit if shape.narrowed else limit + 8)
     below = None
     while True:
         batch = connection.execute(
