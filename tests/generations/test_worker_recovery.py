@@ -19,7 +19,7 @@ def settings_overrides() -> dict:
 
 
 @pytest.mark.parametrize("storage_kind", ["local", "s3"])
-async def test_lost_generation_leaves_no_objects_behind(app, alice):
+async def test_lost_generation_leaves_no_objects_behind(app, alice, monkeypatch):
     ctx = app.state.ctx
     await app.state.worker.stop()
     run = await start_run(alice)
@@ -41,6 +41,18 @@ async def test_lost_generation_leaves_no_objects_behind(app, alice):
     await ctx.store.put(key, b"image bytes", content_type="image/png")
     await ctx.store.put(thumbnail_key(key), b"thumbnail bytes", content_type="image/webp")
 
+    # The objects go before the failure is committed: a recovering worker killed in between
+    # leaves the row expired for the next one, never a failed row with objects left behind.
+    statuses_at_delete: list[str] = []
+    delete_many = ctx.store.delete_many
+
+    async def delete_and_look(keys):  # noqa: ANN001, ANN202
+        async with ctx.read_sessions() as db:
+            [row] = await repository.get_by_ids(db, [uuid.UUID(pending["id"])])
+            statuses_at_delete.append(row.status)
+        return await delete_many(keys)
+
+    monkeypatch.setattr(ctx.store, "delete_many", delete_and_look)
     survivor = Worker(ctx, ctx.bus, name="survivor")
     await survivor.start()
     try:
@@ -58,3 +70,4 @@ async def test_lost_generation_leaves_no_objects_behind(app, alice):
         [row] = await repository.get_by_ids(db, [uuid.UUID(pending["id"])])
     assert row.error_code == "worker_lost"
     assert row.object_key is None
+    assert statuses_at_delete == ["running"]

@@ -157,10 +157,13 @@ class Worker:
                     recovered = await service.recover_expired_leases(
                         db, bus=self.bus, max_attempts=self.ctx.settings.max_attempts
                     )
+                    # Before the commit: a worker killed in between leaves the rows expired,
+                    # and the next recovery deletes again (idempotent). Deleting after it
+                    # left the objects of a failed row for good.
+                    await self._discard_objects_of_lost(recovered)
                     await db.commit()
                 if recovered:
                     log.warning("recovered %d generation(s) from expired leases", len(recovered))
-                    await self._discard_objects_of_lost(recovered)
                     self._wake.set()
                 if self.maintenance is not None:
                     await self.maintenance()
