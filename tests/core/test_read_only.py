@@ -12,29 +12,25 @@ from sqlalchemy.exc import OperationalError
 from flowstudio.auth.models import User
 from flowstudio.db import (
     ReadOnlyViolation,
-    Reads,
-    create_engine,
     session_factory,
 )
 from tests.fixtures.app import make_client
 
+INSERT_USER = User.__table__.insert().values(email="x@example.com", password_hash="x")
 
-async def test_read_only_sessions_refuse_writes(database_url):
-    engine = create_engine(database_url)
-    reads = Reads(engine)
-    try:
-        async with session_factory(reads.engine)() as db:
-            assert await db.scalar(text("SELECT 1")) == 1
-            with pytest.raises(ReadOnlyViolation):
-                await db.execute(
-                    User.__table__.insert().values(email="x@example.com", password_hash="x")
-                )
-            await db.rollback()
-        async with session_factory(engine)() as db:
-            assert await db.scalar(text("SELECT count(*) FROM users")) == 0
-    finally:
-        await reads.close()
-        await engine.dispose()
+
+async def count_users(engine) -> int:
+    async with session_factory(engine)() as db:
+        return await db.scalar(text("SELECT count(*) FROM users"))
+
+
+async def test_read_only_sessions_refuse_writes(engine, reads):
+    async with session_factory(reads.engine)() as db:
+        assert await db.scalar(text("SELECT 1")) == 1
+        with pytest.raises(ReadOnlyViolation):
+            await db.execute(INSERT_USER)
+        await db.rollback()
+    assert await count_users(engine) == 0
 
 
 async def test_reads_do_not_wait_for_a_writer(app, alice, backend):
@@ -57,52 +53,36 @@ async def test_reads_do_not_wait_for_a_writer(app, alice, backend):
             await writer.rollback()
 
 
-async def test_postgres_reads_run_without_a_transaction(database_url, backend):
+async def test_postgres_reads_run_without_a_transaction(engine, reads, backend):
     """On PostgreSQL a read-only session is in autocommit (no BEGIN/COMMIT round trips): each
     statement is its own transaction, so now() moves between two statements."""
     if backend != "postgres":
         pytest.skip("SQLite reads begin a deferred transaction (see the test above)")
-    engine = create_engine(database_url)
-    reads = Reads(engine)
-    try:
-        async with session_factory(reads.engine)() as db:
-            first = await db.scalar(text("SELECT now()"))
-            await asyncio.sleep(0.01)
-            second = await db.scalar(text("SELECT now()"))
-            assert second > first
-        async with session_factory(engine)() as db:
-            first = await db.scalar(text("SELECT now()"))
-            await asyncio.sleep(0.01)
-            assert await db.scalar(text("SELECT now()")) == first
-    finally:
-        await reads.close()
-        await engine.dispose()
+    async with session_factory(reads.engine)() as db:
+        first = await db.scalar(text("SELECT now()"))
+        await asyncio.sleep(0.01)
+        second = await db.scalar(text("SELECT now()"))
+        assert second > first
+    async with session_factory(engine)() as db:
+        first = await db.scalar(text("SELECT now()"))
+        await asyncio.sleep(0.01)
+        assert await db.scalar(text("SELECT now()")) == first
 
 
-async def test_read_units_cannot_write(database_url):
+async def test_read_units_cannot_write(engine, reads):
     """`Reads` units (history pages) are refused writes: on SQLite by the connection itself
     (query_only), on PostgreSQL by the read-only engine's guard."""
-    engine = create_engine(database_url)
-    reads = Reads(engine)
-    insert = User.__table__.insert().values(email="x@example.com", password_hash="x")
-    try:
-        assert await reads.run(lambda connection: connection.scalar(text("SELECT 1"))) == 1
-        with pytest.raises((ReadOnlyViolation, OperationalError)):
-            await reads.run(lambda connection: connection.execute(insert))
-        async with session_factory(engine)() as db:
-            assert await db.scalar(text("SELECT count(*) FROM users")) == 0
-    finally:
-        await reads.close()
-        await engine.dispose()
+    assert await reads.run(lambda connection: connection.scalar(text("SELECT 1"))) == 1
+    with pytest.raises((ReadOnlyViolation, OperationalError)):
+        await reads.run(lambda connection: connection.execute(INSERT_USER))
+    assert await count_users(engine) == 0
 
 
-async def test_a_sqlite_read_unit_sees_one_snapshot(database_url, backend, tmp_path):
+async def test_a_sqlite_read_unit_sees_one_snapshot(engine, reads, backend):
     """A unit's statements (a search page's batches) read one snapshot, even when a writer
     commits between them."""
     if backend != "sqlite":
         pytest.skip("PostgreSQL units are single statements in autocommit")
-    engine = create_engine(database_url)
-    reads = Reads(engine)
     path = engine.url.database
 
     def count_around_a_commit(connection: Connection) -> tuple[int, int]:
@@ -117,9 +97,5 @@ async def test_a_sqlite_read_unit_sees_one_snapshot(database_url, backend, tmp_p
         writer.close()
         return before, connection.scalar(text("SELECT count(*) FROM users"))
 
-    try:
-        assert await reads.run(count_around_a_commit) == (0, 0)
-        assert await reads.run(lambda c: c.scalar(text("SELECT count(*) FROM users"))) == 1
-    finally:
-        await reads.close()
-        await engine.dispose()
+    assert await reads.run(count_around_a_commit) == (0, 0)
+    assert await count_users(engine) == 1

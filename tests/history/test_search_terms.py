@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from sqlalchemy import select, text, update
 
 from flowstudio import migrate
 from flowstudio.auth.models import User
-from flowstudio.db import Reads, create_engine, session_factory
+from flowstudio.db import Reads, session_factory
 from flowstudio.generations import history_json, repository
 from flowstudio.generations.models import Generation
 from flowstudio.generations.repository import HistoryFilters, search_words
@@ -32,13 +31,6 @@ ASCII_WORDS = (
     "product products production produce pro prompt studio stud studios kettle kettles k2 k9x "
     "x xylophone 100 1000 10x lamp lampshade lantern la"
 ).split()
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def add_history(engine, words: list[str], *, seed: int, count: int) -> list[uuid.UUID]:
