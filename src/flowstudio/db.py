@@ -211,8 +211,8 @@ class Reads:
     begin, rollback) is its own hand-off to the driver's thread and back, which cost several
     times the SQL; here SQLite reads run whole on a small pool of reader threads with plain
     `sqlite3` connections (`query_only`, so they cannot write), one hand-off a unit. PostgreSQL
-    needs no thread: the same function runs on the async engine through `run_sync`, in
-    autocommit like every read-only session (see `read_only`).
+    needs no thread: the same function runs in one greenlet on the read pool, in autocommit
+    like every read-only session.
 
     A unit runs in one transaction on SQLite, so its statements see one snapshot (WAL).
 

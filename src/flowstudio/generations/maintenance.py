@@ -254,9 +254,8 @@ async def compact_search_index(ctx: AppContext, report: GcReport, progress: Prog
     repository.merge_search_index). PostgreSQL's GIN index needs nothing of the kind."""
     if not ctx.settings.is_sqlite or report.dry_run:
         return
-    async with ctx.sessions() as db:
-        if await db.run_sync(lambda s: repository.search_index_segments(s.connection())) <= 1:
-            return
+    if await ctx.reads.run(repository.search_index_segments) <= 1:
+        return
     while True:
         async with ctx.sessions() as db:
             merged = await db.run_sync(
