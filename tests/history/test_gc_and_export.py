@@ -189,17 +189,18 @@ async def search_index_segments(app) -> int:
         return await db.run_sync(lambda s: repository.search_index_segments(s.connection()))
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-async def test_gc_merges_the_sqlite_search_index(app, alice):
+async def test_gc_merges_the_search_index_on_sqlite(app, alice, backend):
     """Each write adds a segment to FTS5's index, and a search seeks into every one; gc
-    merges them into one, in short steps, and every search finds what it found before."""
+    merges them into one, in short steps, and every search finds what it found before.
+    PostgreSQL's GIN index has nothing to merge."""
+    sqlite = backend == "sqlite"
     ctx = app.state.ctx
     run = await start_run(alice, "quick", prompt="index")
     words = ["kettle", "kestrel", "lantern", "lanterns", "compass", "copper"]
     for i, word in enumerate(words * 2):
         await generate_ok(alice, run["id"], "image", prompt=f"a {word} number {i}")
-    segments = await search_index_segments(app)
-    assert segments > 1
+    segments = await search_index_segments(app) if sqlite else None
+    assert not sqlite or segments > 1
 
     async def found(q: str) -> list[str]:
         response = await alice.get("/api/history", params={"q": q, "limit": 3})
@@ -219,10 +220,11 @@ async def test_gc_merges_the_sqlite_search_index(app, alice):
     assert all(before.values())
 
     dry = await collect_garbage(ctx, dry_run=True)
-    assert dry.search_index_merges == 0 and await search_index_segments(app) == segments
+    assert dry.search_index_merges == 0
+    assert not sqlite or await search_index_segments(app) == segments
     report = await collect_garbage(ctx)
-    assert report.search_index_merges >= 1
-    assert await search_index_segments(app) == 1
+    assert (report.search_index_merges >= 1) is sqlite
+    assert not sqlite or await search_index_segments(app) == 1
     assert {q: await found(q) for q in queries} == before
     # Nothing left to merge: the next run does no steps.
     assert (await collect_garbage(ctx)).search_index_merges == 0
