@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     per_user_concurrency: int = Field(
         2, ge=1, description="Generations of one user running at once across all workers."
     )
+    max_pending_per_user: int = Field(
+        1000,
+        ge=0,
+        description=(
+            "Generations one user may have waiting in the queue; past it, generate answers "
+            "429 queue_full and queues nothing. 0 = unlimited."
+        ),
+    )
     image_processes: int = Field(
         0,
         ge=0,

@@ -98,6 +98,10 @@ class RateLimitedError(AppError):
     status, code, title = 429, "rate_limited", "Too many attempts"
 
 
+class QueueFull(AppError):
+    status, code, title = 429, "queue_full", "Too many generations are waiting"
+
+
 class ServiceUnavailable(AppError):
     status, code, title = 503, "unavailable", "The service is not ready"
 
@@ -133,7 +137,8 @@ PROBLEM_DESCRIPTIONS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error: the request does not fit the schema",
-    429: "rate_limited: too many attempts; see Retry-After",
+    429: "rate_limited: too many attempts; see Retry-After. queue_full: too many of your "
+    "generations are waiting (`pending`, `limit`)",
     503: "unavailable",
 }
 

@@ -2,9 +2,19 @@
 
 from flowstudio.auth.models import ApiToken, User, UserSession
 from flowstudio.db import Base
-from flowstudio.generations.models import Generation
+from flowstudio.generations.models import Generation, UserQueue
 from flowstudio.runs.models import Run, RunStep
 
 metadata = Base.metadata
 
-__all__ = ["ApiToken", "Base", "Generation", "Run", "RunStep", "User", "UserSession", "metadata"]
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Generation",
+    "Run",
+    "RunStep",
+    "User",
+    "UserQueue",
+    "UserSession",
+    "metadata",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text
@@ -62,10 +62,16 @@ class Generation(Base):
         # A step's candidates (also serves the run_id / step_id history filters).
         Index("ix_generations_step", "run_id", "step_id", "created_at", "id"),
         Index("ix_generations_batch", "batch_id", "batch_index"),
-        # The queue: claimable rows, expired leases, and per-user running counts.
-        _partial("ix_generations_queue", "next_attempt_at", "id", where=text("status = 'pending'")),
+        # The queue: a user's due rows oldest first (a claim seeks here once per user it
+        # serves), and expired leases. Who has due work is kept in user_queues.
+        _partial(
+            "ix_generations_pending",
+            "user_id",
+            "next_attempt_at",
+            "id",
+            where=text("status = 'pending'"),
+        ),
         _partial("ix_generations_leases", "lease_expires_at", where=text("status = 'running'")),
-        _partial("ix_generations_running_user", "user_id", where=text("status = 'running'")),
         _partial(
             "uq_generations_idempotency",
             "user_id",
@@ -116,3 +122,35 @@ class Generation(Base):
     @property
     def status_enum(self) -> GenerationStatus:
         return GenerationStatus(self.status)
+
+
+# Sorts before any real claim time: a user never served comes first.
+NEVER_SERVED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class UserQueue(Base):
+    """One user's place in the generation queue, kept in step with `generations` by database
+    triggers (migration 0005) whatever path changes a row: how many rows of the user are
+    pending and running, when the earliest pending one is due, and when the user was last
+    served. A claim walks the users with due work in the order they were last served
+    (round-robin) and takes each one's oldest due row through `ix_generations_pending`, so
+    it reads about as many index entries as it claims, however deep the queue."""
+
+    __tablename__ = "user_queues"
+    __table_args__ = (
+        Index(
+            "ix_user_queues_ready",
+            "served_at",
+            "user_id",
+            sqlite_where=text("next_due_at IS NOT NULL"),
+            postgresql_where=text("next_due_at IS NOT NULL"),
+        ),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    pending: Mapped[int] = mapped_column(default=0)
+    running: Mapped[int] = mapped_column(default=0)
+    next_due_at: Mapped[datetime | None]  # NULL: nothing pending
+    served_at: Mapped[datetime] = mapped_column(default=NEVER_SERVED)

@@ -36,7 +36,7 @@ from sqlalchemy.types import NullType
 
 from flowstudio.db import UTCDateTime
 from flowstudio.generations import history_json
-from flowstudio.generations.models import Generation, GenerationStatus
+from flowstudio.generations.models import Generation, GenerationStatus, UserQueue
 from flowstudio.pagination import Position
 from flowstudio.runs.models import Run, RunStep
 
@@ -205,29 +205,44 @@ async def get_by_ids(db: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Generat
 
 # -- the queue -------------------------------------------------------------------------------
 
-_CLAIM_SQL = """
-WITH busy AS (
-    SELECT user_id, count(*) AS running FROM generations
-    WHERE status = 'running' GROUP BY user_id
-), ranked AS (
-    SELECT g.id AS id,
-           row_number() OVER (PARTITION BY g.user_id ORDER BY g.next_attempt_at, g.id)
-             + coalesce(b.running, 0) AS slot
-    FROM generations g LEFT JOIN busy b ON b.user_id = g.user_id
-    WHERE g.status = 'pending' AND g.next_attempt_at <= :now
-), picked AS (
-    SELECT g.id AS id FROM generations g JOIN ranked r ON r.id = g.id
-    WHERE r.slot <= :per_user AND g.status = 'pending'
-    ORDER BY g.next_attempt_at, g.id
-    LIMIT :limit
-    {lock}
-)
+# One round of the queue: each of up to :limit users with due work and a free slot, in the
+# order they were last served, gets its oldest due row. The users come from user_queues'
+# ready index, their rows from ix_generations_pending (one seek each), so a round reads about
+# as many index entries as it claims, at any depth. The trigger on the update moves each
+# served user to the back of the round (migration 0005).
+_CLAIM_ROUND_SQL = """
 UPDATE generations
 SET status = 'running', lease_owner = :owner, lease_expires_at = :lease_until,
     attempts = attempts + 1, started_at = coalesce(started_at, :now), updated_at = :now
-WHERE id IN (SELECT id FROM picked) AND status = 'pending'
+WHERE id IN (
+    SELECT (SELECT g.id FROM generations g
+            WHERE g.user_id = turn.user_id AND g.status = 'pending'
+              AND g.next_attempt_at <= :now
+            ORDER BY g.next_attempt_at, g.id LIMIT 1)
+    FROM (SELECT user_id FROM user_queues
+          WHERE next_due_at IS NOT NULL AND next_due_at <= :now AND running < :per_user
+          ORDER BY served_at, user_id LIMIT :limit
+          {lock}) AS turn
+) AND status = 'pending'
 RETURNING id
 """
+
+
+@functools.cache
+def _claim_round(dialect: str) -> Any:
+    # PostgreSQL: a claimer locks the users it serves, and concurrent claimers skip them, so
+    # a user's running count cannot be read by two claimers at once (the per-user cap holds)
+    # and no claimer waits for another. SQLite: claims run inside BEGIN IMMEDIATE, one at a
+    # time.
+    lock = "FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    return (
+        text(_CLAIM_ROUND_SQL.format(lock=lock))
+        .bindparams(
+            bindparam("now", type_=UTCDateTime()),
+            bindparam("lease_until", type_=UTCDateTime()),
+        )
+        .columns(Generation.__table__.c.id)
+    )
 
 
 async def claim_pending(
@@ -239,29 +254,37 @@ async def claim_pending(
     now: datetime,
     lease: timedelta,
 ) -> list[Generation]:
-    """Claim up to `limit` due pending rows in one atomic statement, respecting the per-user cap.
+    """Claim up to `limit` due pending rows, round-robin between users, never more than
+    `per_user` running for one user.
 
-    PostgreSQL: concurrent claimers skip each other's locked rows (FOR UPDATE SKIP LOCKED).
-    SQLite: the statement runs inside a BEGIN IMMEDIATE transaction, so claimers serialize.
-    """
-    dialect = db.get_bind().dialect.name
-    lock = "FOR UPDATE OF g SKIP LOCKED" if dialect == "postgresql" else ""
-    statement = (
-        text(_CLAIM_SQL.format(lock=lock))
-        .bindparams(
-            bindparam("now", now, type_=UTCDateTime()),
-            bindparam("lease_until", now + lease, type_=UTCDateTime()),
-            bindparam("owner", owner),
-            bindparam("limit", limit),
-            bindparam("per_user", per_user),
+    Each round is one atomic statement that takes at most one row per user; rounds repeat
+    (in the caller's transaction) until `limit` rows are claimed or a round finds nothing, so
+    a user with one due row is served in the first round whatever the others have queued."""
+    statement = _claim_round(db.get_bind().dialect.name)
+    params = {"now": now, "lease_until": now + lease, "owner": owner, "per_user": per_user}
+    ids: list[uuid.UUID] = []
+    while len(ids) < limit:
+        claimed = list(
+            (await db.execute(statement, {**params, "limit": limit - len(ids)})).scalars()
         )
-        .columns(Generation.__table__.c.id)
-    )
-    ids = list((await db.execute(statement)).scalars())
+        if not claimed:
+            break
+        ids.extend(claimed)
     if not ids:
         return []
+    order = {generation_id: index for index, generation_id in enumerate(ids)}
     rows = await get_by_ids(db, ids)
-    return sorted(rows, key=lambda g: (g.next_attempt_at, g.id))
+    return sorted(rows, key=lambda g: order[g.id])
+
+
+async def pending_count(db: AsyncSession, *, user_id: uuid.UUID) -> int:
+    """How many of the user's generations wait in the queue (one primary-key read). On
+    PostgreSQL the user's queue row stays locked to the end of the transaction, so concurrent
+    requests of one user count one after the other."""
+    query = select(UserQueue.pending).where(UserQueue.user_id == user_id)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return await db.scalar(query) or 0
 
 
 async def extend_leases(
@@ -309,19 +332,15 @@ async def expired_leases(db: AsyncSession, *, now: datetime, limit: int = 100) -
     )
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return list(await db.scalars(query))
+    # Changed in user order: each change locks the user's queue row (migration 0005), and two
+    # recoveries that took them in different orders could deadlock.
+    return sorted(await db.scalars(query), key=lambda g: (g.user_id, g.id))
 
 
 async def update_row(db: AsyncSession, generation: Generation, values: dict[str, Any]) -> None:
     for key, value in values.items():
         setattr(generation, key, value)
     await db.flush()
-
-
-async def next_due_at(db: AsyncSession) -> datetime | None:
-    return await db.scalar(
-        select(func.min(Generation.next_attempt_at)).where(Generation.status == PENDING)
-    )
 
 
 async def live_generations_of_run(db: AsyncSession, run_id: uuid.UUID) -> list[Generation]:

@@ -66,6 +66,7 @@ def parse_statuses(raw: str | None) -> list[str]:
             (404, "not_found: no such run or step (or not yours)"),
             (409, "step_not_ready, or idempotency_key_reused"),
             422,
+            (429, "queue_full: too many of your generations are waiting (`pending`, `limit`)"),
         ),
     },
 )
@@ -88,6 +89,7 @@ async def generate(
         step_id=step_id,
         body=body,
         idempotency_key=idempotency_key,
+        max_pending=ctx.settings.max_pending_per_user,
     )
     ids = [g.id for g in rows]
     wait = parse_prefer_wait(prefer)

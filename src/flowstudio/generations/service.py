@@ -27,6 +27,7 @@ from flowstudio.errors import (
     Conflict,
     NotFound,
     PayloadTooLarge,
+    QueueFull,
     StepNotReady,
     UnsupportedMedia,
     ValidationFailed,
@@ -79,8 +80,12 @@ async def request_generations(
     step_id: str,
     body: GenerateBody,
     idempotency_key: str | None,
+    max_pending: int = 0,
 ) -> list[Generation]:
-    """Insert `count` pending rows (one batch) in the caller's transaction."""
+    """Insert `count` pending rows (one batch) in the caller's transaction.
+
+    `max_pending` (0 = unlimited) bounds how many of the user's generations may wait in the
+    queue: a request that would pass it is refused whole (QueueFull) and queues nothing."""
     if idempotency_key is not None:
         idempotency_key = idempotency_key.strip()
         if not 1 <= len(idempotency_key) <= 255:
@@ -120,6 +125,15 @@ async def request_generations(
         }
         for s in step.image_inputs
     ]
+    if max_pending:
+        pending = await repository.pending_count(db, user_id=user.id)
+        if pending + body.count > max_pending:
+            raise QueueFull(
+                f"You have {pending} generations waiting (the limit is {max_pending}); "
+                "wait for some to finish, or cancel some, then try again.",
+                pending=pending,
+                limit=max_pending,
+            )
     temperature = body.temperature if body.temperature is not None else step.temperature
     base_seed = body.seed if body.seed is not None else step.seed
     batch_id = uuid7()
