@@ -268,6 +268,10 @@ def gc(
     table = Table(title="flowstudio gc" + (" (dry run)" if dry_run else ""))
     table.add_column("what")
     table.add_column("count", justify="right")
+    table.add_row(
+        f"objects of purged generations that {verb} deleted (recorded after a failed delete)",
+        str(report.recorded_deleted),
+    )
     table.add_row(f"expired trash rows that {verb} purged", str(report.trash_purged))
     table.add_row(
         f"generations that {verb} moved to trash by retention", str(report.retention_trashed)

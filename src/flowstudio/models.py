@@ -2,7 +2,7 @@
 
 from flowstudio.auth.models import ApiToken, User, UserSession
 from flowstudio.db import Base
-from flowstudio.generations.models import Generation, UserQueue
+from flowstudio.generations.models import Generation, ObjectDeletion, UserQueue
 from flowstudio.runs.models import Run, RunStep
 
 metadata = Base.metadata
@@ -11,6 +11,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "Generation",
+    "ObjectDeletion",
     "Run",
     "RunStep",
     "User",

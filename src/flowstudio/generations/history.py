@@ -19,7 +19,7 @@ from flowstudio.generations.events import EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.generations.repository import HistoryFilters
 from flowstudio.generations.schemas import HistoryItem, to_read
-from flowstudio.generations.service import record_change
+from flowstudio.generations.service import discard_objects, record_change
 from flowstudio.pagination import CursorCodec
 from flowstudio.runs import repository as runs_repository
 from flowstudio.runs import service as runs_service
@@ -161,12 +161,8 @@ async def delete_generations(
     now = utcnow()
     results = []
     if purge:
-        purged = await purge_rows(db, store=store, generations=found)
-        for generation in found:
-            if generation.id in purged:
-                results.append(Deleted(generation, released.get(generation.id, []), True))
-            else:
-                not_found.append(generation.id)  # objects could not be removed: kept for gc
+        await purge_rows(db, store=store, generations=found)
+        results = [Deleted(g, released.get(g.id, []), True) for g in found]
         return results, not_found
     for generation in found:
         values: dict[str, Any] = {"deleted_at": now}
@@ -179,14 +175,12 @@ async def delete_generations(
 
 async def purge_rows(
     db: AsyncSession, *, store: ObjectStore, generations: Sequence[Generation]
-) -> set[uuid.UUID]:
-    """Delete objects, then the rows whose objects are gone. Returns the purged ids."""
-    keys_by_id = {g.id: [k for k in (g.object_key, g.thumbnail_key) if k] for g in generations}
-    all_keys = [k for keys in keys_by_id.values() for k in keys]
-    failed = set(await store.delete_many(all_keys)) if all_keys else set()
-    purged = [gid for gid, keys in keys_by_id.items() if not failed.intersection(keys)]
-    await repository.delete_rows(db, purged)
-    return set(purged)
+) -> list[str]:
+    """Purge for good: the rows go, then their objects. A row that is still being made goes
+    too; its worker finds it gone and deletes what it wrote. Keys the store refuses are
+    recorded for the next gc. Returns the refused keys."""
+    keys = await repository.delete_rows(db, [g.id for g in generations])
+    return await discard_objects(db, store=store, keys=keys)
 
 
 async def restore_generation(

@@ -1,9 +1,9 @@
 """Garbage collection and consistency: trash purge, retention, orphan objects, missing objects,
 and (SQLite) merging the full-text index.
 
-Run by `flowstudio gc [--dry-run]` and periodically by workers. Object deletes go first and a row
-is removed only once its objects are gone; adopted candidates and unfinished work are never
-touched by retention.
+Run by `flowstudio gc [--dry-run]` and periodically by workers. A purged row goes with its
+objects; keys the store refused to delete are recorded and deleted first by the next run, with
+no grace. Adopted candidates and unfinished work are never touched by retention.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from flowstudio.generations import repository
 from flowstudio.generations.history import purge_rows
 from flowstudio.generations.models import TERMINAL_STATUSES, Generation
 from flowstudio.runs.models import Run, RunStep
-from flowstudio.storage import ObjectInfo
+from flowstudio.storage import ObjectInfo, StorageError
 
 log = logging.getLogger("flowstudio.gc")
 
@@ -45,6 +45,7 @@ class GcReport:
     retention_trashed: int = 0
     objects_scanned: int = 0
     orphans_deleted: int = 0
+    recorded_deleted: int = 0  # objects of purged rows the store had refused to delete
     orphan_keys: list[str] = field(default_factory=list)
     missing_objects: list[uuid.UUID] = field(default_factory=list)
     delete_failures: int = 0
@@ -87,6 +88,36 @@ async def _purge_empty_deleted_runs(ctx: AppContext, report: GcReport, before: d
         report.runs_purged += len(ids)
 
 
+async def delete_recorded_objects(ctx: AppContext, report: GcReport, progress: Progress) -> None:
+    """Objects whose rows are gone but which the store refused to delete at the time: deleted
+    now, with no grace (nothing will ever reference them), and forgotten once gone."""
+    seen: set[str] = set()
+    while True:
+        async with ctx.sessions() as db:
+            keys = [
+                k
+                for k in await repository.recorded_object_deletions(db, limit=BATCH)
+                if k not in seen
+            ]
+            if not keys:
+                return
+            seen.update(keys)
+            if report.dry_run:
+                report.recorded_deleted += len(keys)
+                continue
+            try:
+                refused = set(await ctx.store.delete_many(keys))
+            except StorageError as exc:
+                log.warning("gc: the store refused recorded deletions again: %s", exc)
+                return
+            gone = [k for k in keys if k not in refused]
+            await repository.forget_object_deletions(db, gone)
+            await db.commit()
+        report.recorded_deleted += len(gone)
+        report.delete_failures += len(refused)
+        progress("recorded deletions", len(keys), None)
+
+
 async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progress) -> None:
     before = utcnow() - timedelta(days=ctx.settings.trash_days)
     after_id = None
@@ -99,10 +130,10 @@ async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progr
             if report.dry_run:
                 report.trash_purged += len(batch)
             else:
-                purged = await purge_rows(db, store=ctx.store, generations=batch)
+                refused = await purge_rows(db, store=ctx.store, generations=batch)
                 await db.commit()
-                report.trash_purged += len(purged)
-                report.delete_failures += len(batch) - len(purged)
+                report.trash_purged += len(batch)
+                report.delete_failures += len(refused)
             progress("trash", len(batch), None)
     # Outside the loop's session: SQLite allows one writer, and that session holds the lock.
     await _purge_empty_deleted_runs(ctx, report, before)
@@ -289,6 +320,7 @@ async def collect_garbage(
             report.skipped = True
             return report
     try:
+        await delete_recorded_objects(ctx, report, progress)
         await purge_expired_trash(ctx, report, progress)
         await apply_retention(ctx, report, progress)
         if sweep:

@@ -154,3 +154,14 @@ class UserQueue(Base):
     running: Mapped[int] = mapped_column(default=0)
     next_due_at: Mapped[datetime | None]  # NULL: nothing pending
     served_at: Mapped[datetime] = mapped_column(default=NEVER_SERVED)
+
+
+class ObjectDeletion(Base):
+    """A stored object that must go: its generation was purged (or its attempt was thrown
+    away), but the store refused the delete. `gc` deletes these first, without the orphan
+    sweep's grace period, and forgets each key once the store has let it go."""
+
+    __tablename__ = "object_deletions"
+
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)

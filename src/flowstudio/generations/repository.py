@@ -34,9 +34,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import NullType
 
-from flowstudio.db import UTCDateTime
+from flowstudio.db import UTCDateTime, utcnow
 from flowstudio.generations import history_json
-from flowstudio.generations.models import Generation, GenerationStatus, UserQueue
+from flowstudio.generations.models import (
+    Generation,
+    GenerationStatus,
+    ObjectDeletion,
+    UserQueue,
+)
 from flowstudio.pagination import Position
 from flowstudio.runs.models import Run, RunStep
 
@@ -703,6 +708,47 @@ async def owned_by_ids(
     return list(await db.scalars(query.execution_options(populate_existing=True)))
 
 
-async def delete_rows(db: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
-    if ids:
-        await db.execute(sa_delete(Generation).where(Generation.id.in_(ids)))
+async def delete_rows(db: AsyncSession, ids: Sequence[uuid.UUID]) -> list[str]:
+    """Delete the rows; returns the object keys they held when they went (a worker may have
+    finished one a moment ago: PostgreSQL's DELETE waits for that and sees its keys)."""
+    if not ids:
+        return []
+    result = await db.execute(
+        sa_delete(Generation)
+        .where(Generation.id.in_(ids))
+        .returning(Generation.object_key, Generation.thumbnail_key)
+        .execution_options(synchronize_session=False)
+    )
+    return [key for row in result for key in row if key]
+
+
+# -- objects that must go ----------------------------------------------------------------------
+
+
+async def record_object_deletions(db: AsyncSession, keys: Sequence[str]) -> None:
+    """Remember keys the store refused to delete (already remembered ones stay as they are)."""
+    if not keys:
+        return
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = utcnow()
+    await db.execute(
+        insert(ObjectDeletion)
+        .values([{"key": key, "recorded_at": now} for key in dict.fromkeys(keys)])
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+
+
+async def recorded_object_deletions(db: AsyncSession, *, limit: int) -> list[str]:
+    return list(
+        await db.scalars(
+            select(ObjectDeletion.key).order_by(ObjectDeletion.recorded_at).limit(limit)
+        )
+    )
+
+
+async def forget_object_deletions(db: AsyncSession, keys: Sequence[str]) -> None:
+    if keys:
+        await db.execute(sa_delete(ObjectDeletion).where(ObjectDeletion.key.in_(keys)))

@@ -333,6 +333,27 @@ async def upload_candidate(
     return generation, True
 
 
+# -- objects that must go ----------------------------------------------------------------------
+
+
+async def discard_objects(
+    db: AsyncSession, *, store: ObjectStore, keys: Sequence[str]
+) -> list[str]:
+    """Delete objects no row will reference; the keys the store refuses (or all of them, when
+    it cannot be reached) are recorded in the caller's transaction, and the next `gc` deletes
+    them without waiting for the orphan sweep's grace. Returns the refused keys."""
+    keys = list(dict.fromkeys(k for k in keys if k))
+    if not keys:
+        return []
+    try:
+        refused = list(await store.delete_many(keys))
+    except StorageError as exc:
+        log.warning("could not delete %d object(s), recorded for gc: %s", len(keys), exc)
+        refused = keys
+    await repository.record_object_deletions(db, refused)
+    return refused
+
+
 # -- worker transitions ------------------------------------------------------------------------
 
 

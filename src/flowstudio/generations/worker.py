@@ -160,7 +160,7 @@ class Worker:
                     # Before the commit: a worker killed in between leaves the rows expired,
                     # and the next recovery deletes again (idempotent). Deleting after it
                     # left the objects of a failed row for good.
-                    await self._discard_objects_of_lost(recovered)
+                    await self._discard_objects_of_lost(db, recovered)
                     await db.commit()
                 if recovered:
                     log.warning("recovered %d generation(s) from expired leases", len(recovered))
@@ -172,7 +172,7 @@ class Worker:
             except Exception:
                 log.exception("lease maintenance failed")
 
-    async def _discard_objects_of_lost(self, recovered: list[Generation]) -> None:
+    async def _discard_objects_of_lost(self, db: Any, recovered: list[Generation]) -> None:
         """A worker that died between storing the image and finishing the row left objects
         behind. A row retried later overwrites them (same key); one that ends `worker_lost`
         must leave nothing in the store, like any failed generation."""
@@ -187,10 +187,10 @@ class Worker:
             )
             try:
                 keys = [info.key async for info in self.ctx.store.list_prefix(prefix)]
-                if keys:
-                    await self.ctx.store.delete_many(keys)
-            except Exception:  # the orphan sweep of `flowstudio gc` removes them later
-                log.exception("could not delete the objects of lost generation %s", generation.id)
+            except StorageError:  # the orphan sweep of `flowstudio gc` removes them later
+                log.exception("could not list the objects of lost generation %s", generation.id)
+                continue
+            await service.discard_objects(db, store=self.ctx.store, keys=keys)
 
     async def _heartbeat(self) -> None:
         ids = list(self._jobs)
@@ -411,7 +411,33 @@ class Worker:
             )
             await db.commit()
         if finished is None:
-            log.warning("generation %s was taken over before it finished here", generation.id)
+            await self._settle_unrecorded(generation, [key, thumb])
+
+    async def _settle_unrecorded(self, generation: Generation, keys: list[str]) -> None:
+        """The result could not be recorded: the row is no longer ours. Say why, and delete
+        what this attempt wrote unless the row still needs it."""
+        async with self.ctx.sessions() as db:
+            [row] = await repository.get_by_ids(db, [generation.id]) or [None]
+            if row is None:
+                reason, discard = "purged while running", True
+            elif row.status == GenerationStatus.CANCELED.value:
+                reason, discard = "cancelled while running", True
+            else:
+                # Another worker took it over after our lease expired: a new attempt writes
+                # the same keys, and a finished one may hold them. A failed row holds none.
+                reason = "lease lost to another worker"
+                discard = row.status == GenerationStatus.FAILED.value or (
+                    row.status == GenerationStatus.SUCCEEDED.value and row.object_key not in keys
+                )
+            if discard:
+                await service.discard_objects(db, store=self.ctx.store, keys=keys)
+                await db.commit()
+        log.warning(
+            "generation %s was %s; %s",
+            generation.id,
+            reason,
+            "deleted the objects this attempt wrote" if discard else "its objects are kept",
+        )
 
 
 def _ms(since: float) -> float:
