@@ -25,8 +25,10 @@ from flowstudio.generations.events import EventBus
 from flowstudio.generations.history_routes import router as history_router
 from flowstudio.generations.maintenance import PeriodicCollector
 from flowstudio.generations.routes import router as generations_router
+from flowstudio.generations.service import MAX_UPLOAD_BYTES
 from flowstudio.generations.worker import Worker
 from flowstudio.health import router as health_router
+from flowstudio.limits import JSON_BODY_LIMIT, BodyLimits
 from flowstudio.pagination import CursorCodec
 from flowstudio.providers import LocalProvider, ProviderRegistry
 from flowstudio.runs.routes import router as runs_router
@@ -186,6 +188,19 @@ async def open_context(
         )
 
 
+def begin_shutdown(app: FastAPI) -> None:
+    """The first steps of a graceful stop, before the server waits for open connections: every
+    event stream is told to reconnect and ends (else it would hold the process open until the
+    browser went away), and the worker claims nothing more. The worker's running jobs get
+    FLOWSTUDIO_SHUTDOWN_GRACE_SECONDS at the lifespan's end, then go back to pending."""
+    ctx = getattr(app.state, "ctx", None)
+    if ctx is not None:
+        ctx.bus.close_streams()
+    worker = getattr(app.state, "worker", None)
+    if worker is not None:
+        worker.stop_claiming()
+
+
 def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> FastAPI:
     settings = settings or Settings()
 
@@ -208,6 +223,14 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Bodies are refused before they are read: 1 MB of JSON, an upload's cap plus its form.
+    app.add_middleware(
+        BodyLimits,
+        default=JSON_BODY_LIMIT,
+        rules=[
+            ("POST", r"/api/runs/[^/]+/steps/[^/]+/assets", MAX_UPLOAD_BYTES + 64 * 1024),
+        ],
+    )
     web = _web_module()
     install_error_handlers(app, html_handler=getattr(web, "html_error_page", None))
     install_problem_openapi(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +29,16 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+
+
+@app.callback()
+def _configure_logging() -> None:
+    """Every command logs the same way (serve and worker apply FLOWSTUDIO_LOG_LEVEL)."""
+    from flowstudio.ops.logs import configure_logging
+
+    configure_logging()
+
+
 user_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
@@ -63,10 +73,17 @@ def serve(
         bool, typer.Option("--no-worker", help="Serve HTTP only; run `flowstudio worker` apart.")
     ] = False,
 ) -> None:
-    """Run the web app (and, unless --no-worker, the generation worker) in one process."""
+    """Run the web app (and, unless --no-worker, the generation worker) in one process.
+
+    SIGTERM or Ctrl-C stops it gracefully: event streams are told to reconnect, nothing new is
+    claimed, open requests and running generations get FLOWSTUDIO_SHUTDOWN_GRACE_SECONDS, and
+    what is still running then goes back to pending for another worker."""
+    import asyncio
+
     import uvicorn
 
-    from flowstudio.app import create_app
+    from flowstudio.app import begin_shutdown, create_app
+    from flowstudio.ops.logs import logging_config
 
     settings = _load_settings()
     _check_flows(settings)
@@ -75,13 +92,26 @@ def serve(
         f"FlowStudio on http://{host or settings.host}:{port or settings.port} "
         f"(data: {settings.data_dir})"
     )
-    uvicorn.run(
+
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:
+                # Runs in the signal handler: the work is scheduled on the loop.
+                loop = asyncio.get_event_loop()
+                loop.call_soon_threadsafe(begin_shutdown, application)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
         application,
         host=host or settings.host,
         port=port or settings.port,
-        log_level="info",
+        log_config=logging_config(settings.log_level),
         proxy_headers=True,
+        # Open requests may take the same grace as running generations; the worker's own
+        # grace is spent after this, in the lifespan's end, so it starts a little later.
+        timeout_graceful_shutdown=max(settings.shutdown_grace_seconds, 1),
     )
+    GracefulServer(config).run()
 
 
 @app.command(epilog=_settings_help())
@@ -95,8 +125,10 @@ def worker(
 
     from flowstudio.app import open_context
     from flowstudio.generations.worker import Worker
+    from flowstudio.ops.logs import configure_logging
 
     settings = _load_settings()
+    configure_logging(settings.log_level)
     _check_flows(settings)
 
     async def main() -> None:
@@ -276,6 +308,7 @@ def gc(
     table.add_row(
         f"generations that {verb} moved to trash by retention", str(report.retention_trashed)
     )
+    table.add_row(f"expired sessions that {verb} deleted", str(report.sessions_deleted))
     table.add_row("objects scanned", str(report.objects_scanned))
     table.add_row(
         f"orphan objects that {verb} deleted",

@@ -99,6 +99,17 @@ class Settings(BaseSettings):
         ),
     )
     lease_seconds: float = Field(30.0, gt=0, description="A worker's claim on a generation.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="FlowStudio's log level (uvicorn logs at INFO, libraries at WARNING)."
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "On SIGTERM / Ctrl-C: how long running generations may finish before they are "
+            "released to another worker; also how long open requests may take."
+        ),
+    )
     max_attempts: int = Field(3, ge=1, description="Tries for a generation on retryable errors.")
     provider_timeout_seconds: float = Field(120.0, gt=0)
     local_provider_delay: float = Field(0.0, ge=0, description="Artificial delay (seconds).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -89,9 +90,17 @@ def uuid_pk() -> Mapped[uuid.UUID]:
     return mapped_column(primary_key=True, default=uuid7)
 
 
+def strict_json(value: Any) -> str:
+    """JSON columns are written as strict JSON: NaN and infinities are refused (ValueError)
+    rather than written as tokens that PostgreSQL rejects and no JSON parser should accept."""
+    return json.dumps(value, allow_nan=False)
+
+
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": 30}, json_serializer=strict_json
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -116,7 +125,9 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     else:
-        engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+        engine = create_async_engine(
+            url, echo=echo, pool_size=10, max_overflow=10, json_serializer=strict_json
+        )
         _ping_when_idle(engine)
     _refuse_writes_when_read_only(engine)
     return engine

@@ -1,6 +1,6 @@
 """Imports every table so the metadata is complete (Alembic and tests use this module)."""
 
-from flowstudio.auth.models import ApiToken, User, UserSession
+from flowstudio.auth.models import ApiToken, LoginFailure, User, UserSession
 from flowstudio.db import Base
 from flowstudio.generations.models import Generation, ObjectDeletion, UserQueue
 from flowstudio.runs.models import Run, RunStep
@@ -11,6 +11,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "Generation",
+    "LoginFailure",
     "ObjectDeletion",
     "Run",
     "RunStep",

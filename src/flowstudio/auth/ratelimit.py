@@ -1,42 +1,58 @@
-"""Login throttling: failed attempts per email and per client address in a sliding window."""
+"""Login throttling: failed attempts per e-mail and per client address in a sliding window,
+counted in the database, so that every web process sees the same count and nothing grows in
+memory. Keys are stored as SHA-256 hashes (no e-mail or address at rest)."""
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict, deque
+import hashlib
+from datetime import timedelta
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowstudio.auth.models import LoginFailure
+from flowstudio.db import utcnow
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class LoginRateLimiter:
-    """In-process; each web process throttles on its own (good enough against guessing)."""
+    """At most `attempts` failures per key within `window_seconds`."""
 
     def __init__(self, *, attempts: int, window_seconds: float = 60.0) -> None:
         self.attempts = attempts
-        self.window = window_seconds
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self.window = timedelta(seconds=window_seconds)
 
-    def _trim(self, key: str, now: float) -> deque[float]:
-        failures = self._failures[key]
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        if not failures:
-            self._failures.pop(key, None)
-        return failures
-
-    def retry_after(self, *keys: str) -> float | None:
+    async def retry_after(self, db: AsyncSession, *keys: str) -> float | None:
         """Seconds until another attempt is allowed, or None when it is allowed now."""
-        now = time.monotonic()
+        now = utcnow()
+        rows = await db.execute(
+            select(LoginFailure.key_hash, func.count(), func.min(LoginFailure.failed_at))
+            .where(
+                LoginFailure.key_hash.in_([_hash(k) for k in keys]),
+                LoginFailure.failed_at > now - self.window,
+            )
+            .group_by(LoginFailure.key_hash)
+        )
         waits = []
-        for key in keys:
-            failures = self._trim(key, now)
-            if len(failures) >= self.attempts:
-                waits.append(failures[0] + self.window - now)
-        return max(waits) if waits else None
+        for _key, count, oldest in rows:
+            if count >= self.attempts:
+                waits.append((oldest + self.window - now).total_seconds())
+        return max(max(waits), 0.0) if waits else None
 
-    def record_failure(self, *keys: str) -> None:
-        now = time.monotonic()
-        for key in keys:
-            self._failures[key].append(now)
+    async def record_failure(self, db: AsyncSession, *keys: str) -> None:
+        """Count a failure against each key, in the caller's transaction, and forget failures
+        older than the window (an index range: the table holds one window at most)."""
+        now = utcnow()
+        await db.execute(delete(LoginFailure).where(LoginFailure.failed_at <= now - self.window))
+        await db.execute(
+            insert(LoginFailure), [{"key_hash": _hash(k), "failed_at": now} for k in keys]
+        )
 
-    def reset(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+    async def reset(self, db: AsyncSession, *keys: str) -> None:
+        await db.execute(
+            delete(LoginFailure).where(LoginFailure.key_hash.in_([_hash(k) for k in keys]))
+        )
+

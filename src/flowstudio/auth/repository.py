@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowstudio.auth.models import ApiToken, User, UserSession
@@ -50,6 +50,12 @@ async def get_session_with_user(
 
 async def delete_session(db: AsyncSession, token_hash: str) -> None:
     await db.execute(delete(UserSession).where(UserSession.token_hash == token_hash))
+
+
+async def count_expired_sessions(db: AsyncSession, now: datetime) -> int:
+    return await db.scalar(
+        select(func.count()).select_from(UserSession).where(UserSession.expires_at <= now)
+    )
 
 
 async def delete_expired_sessions(db: AsyncSession, now: datetime) -> int:

@@ -196,7 +196,7 @@ class AuthService:
     ) -> SignedIn:
         email = normalize_email(email)
         keys = (f"email:{email}", f"client:{client}")
-        wait = self.limiter.retry_after(*keys)
+        wait = await self.limiter.retry_after(db, *keys)
         if wait is not None:
             seconds = max(1, int(wait + 0.999))
             raise RateLimitedError(
@@ -209,9 +209,11 @@ class AuthService:
             self.hasher.verify, password, user.password_hash if user else None
         )
         if not valid or user is None or user.disabled_at is not None:
-            self.limiter.record_failure(*keys)
+            await self.limiter.record_failure(db, *keys)
+            # The one write a failed request keeps: the error rolls the rest back.
+            await db.commit()
             raise InvalidCredentials("Wrong email or password.")
-        self.limiter.reset(f"email:{email}")
+        await self.limiter.reset(db, f"email:{email}")
         if previous_token:
             self.principals.forget_user(user.id)
             await repository.delete_session(db, token_hash(previous_token))

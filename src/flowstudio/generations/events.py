@@ -23,18 +23,30 @@ _PENDING_KEY = "flowstudio_events"
 _MAX_PAYLOAD = 7000
 
 
+# Control events a subscriber receives besides the published ones (`event` names the kind).
+RESYNC = {"event": "resync"}  # events were dropped: reload the state from the API
+RECONNECT = {"event": "reconnect"}  # this process is stopping: connect again (to another one)
+
+
 class Subscription:
+    """One consumer's bounded queue of events. A consumer that falls behind does not stall
+    the others: its queue is emptied and it receives `resync` instead, once, so it knows
+    that it missed events and reloads what it shows."""
+
     def __init__(self, bus: EventBus, run_id: uuid.UUID | None, maxsize: int = 1000) -> None:
         self.bus = bus
         self.run_id = run_id
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
-        self.overflowed = False
+        self.overflowed = 0  # how many times events were dropped
 
     def deliver(self, payload: dict[str, Any]) -> None:
         try:
             self.queue.put_nowait(payload)
         except asyncio.QueueFull:
-            self.overflowed = True  # a slow consumer misses events rather than stalling everyone
+            self.overflowed += 1
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(RESYNC)
 
     async def get(self, timeout: float | None = None) -> dict[str, Any] | None:
         try:
@@ -59,6 +71,7 @@ class EventBus:
         self.database_url = database_url
         self.uses_notify = database_url.startswith("postgresql")
         self._by_run: dict[uuid.UUID | None, set[Subscription]] = {}
+        self.closing = False
         self._listener_task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         # Sessions made with this class (see session_class) hand their committed events to us.
@@ -83,6 +96,14 @@ class EventBus:
         if previous_transaction.parent is None:
             session.info.pop(_PENDING_KEY, None)
 
+    def close_streams(self) -> None:
+        """The process is stopping: every subscriber, now and from now on, receives
+        `reconnect` (an event stream sends it and ends, so the page connects again)."""
+        self.closing = True
+        for subscribers in list(self._by_run.values()):
+            for subscription in list(subscribers):
+                subscription.deliver(RECONNECT)
+
     def publish(self, payload: dict[str, Any]) -> None:
         run_id = payload.get("run_id")
         key = uuid.UUID(run_id) if isinstance(run_id, str) else run_id
@@ -94,6 +115,8 @@ class EventBus:
         """Events of one run, or of every run when run_id is None."""
         subscription = Subscription(self, run_id)
         self._by_run.setdefault(run_id, set()).add(subscription)
+        if self.closing:
+            subscription.deliver(RECONNECT)
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from flowstudio.auth import repository as auth_repository
 from flowstudio.context import AppContext
 from flowstudio.db import utcnow
 from flowstudio.generations import repository
@@ -45,6 +46,7 @@ class GcReport:
     retention_trashed: int = 0
     objects_scanned: int = 0
     orphans_deleted: int = 0
+    sessions_deleted: int = 0  # expired browser sessions
     recorded_deleted: int = 0  # objects of purged rows the store had refused to delete
     orphan_keys: list[str] = field(default_factory=list)
     missing_objects: list[uuid.UUID] = field(default_factory=list)
@@ -86,6 +88,16 @@ async def _purge_empty_deleted_runs(ctx: AppContext, report: GcReport, before: d
             await db.execute(sa_delete(Run).where(Run.id.in_(ids)))
             await db.commit()
         report.runs_purged += len(ids)
+
+
+async def delete_expired_sessions(ctx: AppContext, report: GcReport) -> None:
+    """Signed-out-by-time browser sessions: their rows would otherwise stay for good."""
+    async with ctx.sessions() as db:
+        if report.dry_run:
+            report.sessions_deleted = await auth_repository.count_expired_sessions(db, utcnow())
+            return
+        report.sessions_deleted = await auth_repository.delete_expired_sessions(db, utcnow())
+        await db.commit()
 
 
 async def delete_recorded_objects(ctx: AppContext, report: GcReport, progress: Progress) -> None:
@@ -320,6 +332,7 @@ async def collect_garbage(
             report.skipped = True
             return report
     try:
+        await delete_expired_sessions(ctx, report)
         await delete_recorded_objects(ctx, report, progress)
         await purge_expired_trash(ctx, report, progress)
         await apply_retention(ctx, report, progress)

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from flowstudio.deps import ContextDep, CurrentUser, LimitDep, SessionDep
 from flowstudio.errors import ValidationFailed, problem_responses
 from flowstudio.generations import repository, service
+from flowstudio.generations.events import RECONNECT, RESYNC
 from flowstudio.generations.models import GenerationStatus
 from flowstudio.generations.schemas import (
     CandidateList,
@@ -205,6 +206,11 @@ async def run_events(
                     if await request.is_disconnected():
                         return
                     yield b": keepalive\n\n"
+                    continue
+                if payload is RESYNC or payload is RECONNECT:
+                    yield f"event: {payload['event']}\ndata: {{}}\n\n".encode()
+                    if payload is RECONNECT:
+                        return  # the process is stopping; the page connects again
                     continue
                 if payload.get("user_id") != str(user.id):
                     continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from flowstudio.context import AppContext
 from flowstudio.db import utcnow
 from flowstudio.generations import repository, service
-from flowstudio.generations.events import EventBus
+from flowstudio.generations.events import RESYNC, EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.imaging import (
     ImageProcessor,
@@ -67,27 +68,44 @@ class Worker:
         self._jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._stop_requested_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self.processed = 0
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
+        # Heartbeats have a task of their own: nothing else (recovery, garbage collection, a
+        # slow store) can make a lease run out while its job is alive.
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="worker-claim"),
-            asyncio.create_task(self._lease_loop(), name="worker-leases"),
+            asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
+            asyncio.create_task(self._maintenance_loop(), name="worker-maintenance"),
             asyncio.create_task(self._wake_on_events(), name="worker-wake"),
         ]
 
-    async def stop(self, *, grace_seconds: float = 10.0) -> None:
-        """Stop claiming; let running jobs finish for `grace_seconds`, then release the rest."""
+    def stop_claiming(self) -> None:
+        """The first step of a shutdown: no new work from now on (safe from a signal handler
+        scheduled on the loop)."""
+        if not self._stopping.is_set():
+            self._stop_requested_at = asyncio.get_running_loop().time()
         self._stopping.set()
         self._wake.set()
+
+    async def stop(self, *, grace_seconds: float | None = None) -> None:
+        """Stop claiming; let running jobs finish for `grace_seconds` (the setting
+        FLOWSTUDIO_SHUTDOWN_GRACE_SECONDS by default), then release the rest to pending at
+        once, so another worker takes them without waiting for a lease to expire."""
+        if grace_seconds is None:
+            grace_seconds = self.ctx.settings.shutdown_grace_seconds
+        self.stop_claiming()
+        # The grace counts from the first request to stop (the signal), not from now.
+        grace_seconds -= asyncio.get_running_loop().time() - self._stop_requested_at
         claim_task = self._tasks[0] if self._tasks else None
         if claim_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await claim_task
         if self._jobs:
-            await asyncio.wait(list(self._jobs.values()), timeout=grace_seconds)
+            await asyncio.wait(list(self._jobs.values()), timeout=max(grace_seconds, 0))
         for task in list(self._jobs.values()):
             task.cancel()
         if self._jobs:
@@ -106,7 +124,8 @@ class Worker:
         with self.bus.subscribe(None) as subscription:
             while True:
                 payload = await subscription.queue.get()
-                if payload.get("status") == "pending":
+                # `resync`: events were dropped, one of them may have been new work.
+                if payload.get("status") == "pending" or payload is RESYNC:
                     self._wake.set()
 
     async def _claim_loop(self) -> None:
@@ -146,13 +165,25 @@ class Worker:
         self.processed += 1
         self._wake.set()  # a slot is free
 
-    async def _lease_loop(self) -> None:
-        """Heartbeat our leases, recover expired ones, and run periodic maintenance."""
+    async def _heartbeat_loop(self) -> None:
+        """Extend our leases three times a lease; only the database can delay it."""
         interval = max(self.lease.total_seconds() / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
             try:
                 await self._heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("extending leases failed")
+
+    async def _maintenance_loop(self) -> None:
+        """Recover expired leases and run periodic maintenance, apart from the heartbeat: a
+        collection that takes minutes delays only the next collection."""
+        interval = max(self.lease.total_seconds() / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
                 async with self.ctx.sessions() as db:
                     recovered = await service.recover_expired_leases(
                         db, bus=self.bus, max_attempts=self.ctx.settings.max_attempts
@@ -170,7 +201,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("lease maintenance failed")
+                log.exception("lease recovery or maintenance failed")
 
     async def _discard_objects_of_lost(self, db: Any, recovered: list[Generation]) -> None:
         """A worker that died between storing the image and finishing the row left objects
@@ -403,7 +434,7 @@ class Worker:
                     "provider_request_id": result.provider_request_id,
                     "model": result.model,
                     "output": {
-                        "provider": result.metadata,
+                        "provider": _finite(result.metadata),
                         "timings": timings,
                         "worker": self.owner,
                     },
@@ -438,6 +469,17 @@ class Worker:
             reason,
             "deleted the objects this attempt wrote" if discard else "its objects are kept",
         )
+
+
+def _finite(value: Any) -> Any:
+    """What a provider reported, storable as strict JSON: NaN and infinities become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _ms(since: float) -> float:

@@ -399,6 +399,11 @@ function connectEvents() {
   });
   // Another tab (or the history page) adopted or cleared a step: reload the run's truth.
   source.addEventListener("adoption", () => resync());
+  // The server dropped events this page was too slow to take: reload the run's truth.
+  source.addEventListener("resync", () => resync());
+  // The server is stopping: it ends the stream, and the browser connects again (to another
+  // process, or to this one once it is back), then resyncs on "open".
+  source.addEventListener("reconnect", () => { hadError = true; setLive("offline", "Reconnecting…"); });
   currentSource = source;
 }
 let currentSource = null;

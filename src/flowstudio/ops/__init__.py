@@ -1,0 +1,1 @@
+"""Operating FlowStudio: log set-up (and, as it grows, metrics, request ids, usage)."""
