@@ -40,7 +40,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy import make_url, update
+from sqlalchemy import make_url, select, text, update
 
 from bench.common import record, served, summary
 from bench.serve import flowstudio_command
@@ -130,9 +130,18 @@ class Database:
         return _Transaction(db)
 
     async def enqueue(
-        self, users: list[uuid.UUID], count: int, *, prompt: str, size: int = 1024
+        self,
+        users: list[uuid.UUID],
+        count: int,
+        *,
+        prompt: str,
+        size: int = 1024,
+        status: str = "pending",
+        settle: bool = True,
     ) -> None:
-        """`count` pending rows, spread round the given users, due now."""
+        """`count` rows (pending and due now, unless another status is given), spread round
+        the given users; then a checkpoint (SQLite) or ANALYZE (PostgreSQL), as a database
+        that grew over time would have had."""
         now = utcnow()
         params = json.dumps({"width": size, "height": size, "kind": "generate", "inputs": []})
 
@@ -141,7 +150,7 @@ class Database:
                 user = users[index % len(users)]
                 yield (
                     uuid7(), user, self.runs[user], "image", "quick", uuid7(), 0, "generated",
-                    "pending", prompt, params, "local", "local", "{}", 0, now, now, now,
+                    status, prompt, params, "local", "local-sketch", "{}", 0, now, now, now,
                 )  # fmt: skip
 
         columns = (
@@ -156,12 +165,19 @@ class Database:
                 for start in range(0, count, chunk):
                     stop = min(count, start + chunk)
                     db.executemany(sql, (_sqlite_row(r) for r in rows(start, stop)))
+            if not settle:
+                return
+            db = sqlite3.connect(self.path)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
             return
         connection = await asyncpg.connect(self.dsn)
         try:
-            # Rows are consistent by construction: the per-row triggers (foreign keys, the
-            # queue's counts) are skipped and the counts rebuilt once, as the migration does.
-            await connection.execute("SET session_replication_role = replica")
+            # A bulk load (settle) is consistent by construction: the per-row triggers (foreign
+            # keys, the queue's counts) are skipped and the counts rebuilt once, as the
+            # migration does. Rows added while workers run go through the triggers.
+            if settle:
+                await connection.execute("SET session_replication_role = replica")
             for start in range(0, count, chunk):
                 stop = min(count, start + chunk)
                 await connection.copy_records_to_table(
@@ -169,12 +185,48 @@ class Database:
                     records=list(rows(start, stop)),
                     columns=[c.strip() for c in columns.split(",")],
                 )
-            await connection.execute("RESET session_replication_role")
-            await connection.execute("DELETE FROM user_queues")
-            await connection.execute(_MIGRATION._BACKFILL.format(never="'epoch'::timestamptz"))
-            await connection.execute("ANALYZE generations, user_queues")
+            if settle:
+                await connection.execute("RESET session_replication_role")
+                async with connection.transaction():
+                    await connection.execute("DELETE FROM user_queues")
+                    await connection.execute(
+                        _MIGRATION._BACKFILL.format(never="'epoch'::timestamptz")
+                    )
+                await connection.execute("ANALYZE generations, user_queues")
         finally:
             await connection.close()
+
+    async def requeue(self, user: uuid.UUID) -> None:
+        """Every row of the user back to pending, due now (the queue's triggers follow)."""
+        engine = create_engine(self.url)
+        try:
+            # In transactions of a few thousand rows, as requests and workers change them:
+            # every change rewrites the user's queue row, and PostgreSQL keeps each version
+            # of it until the transaction ends.
+            while True:
+                async with engine.begin() as connection:
+                    batch = (
+                        select(Generation.id)
+                        .where(Generation.user_id == user, Generation.status != "pending")
+                        .limit(2000)
+                    )
+                    changed = await connection.execute(
+                        update(Generation)
+                        .where(Generation.id.in_(batch))
+                        .values(status="pending", next_attempt_at=utcnow())
+                    )
+                if not changed.rowcount:
+                    break
+            if self.backend == "postgres":
+                async with engine.connect() as connection:
+                    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                    await connection.execute(text("ANALYZE generations, user_queues"))
+        finally:
+            await engine.dispose()
+        if self.backend == "sqlite":
+            db = sqlite3.connect(self.path)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
 
 
 class _Transaction:
@@ -329,17 +381,22 @@ async def _fresh_user(base: str, samples: int, email: str) -> dict[str, Any]:
 
 
 async def fresh_user(backend: str, backlog: int, samples: int, workdir: Path) -> dict:
+    """The same database both times, so that only the queue differs: the heavy user's rows
+    are finished history first, then queued again."""
     database = Database(backend, workdir)
     await database.create()
+    [heavy] = await database.add_users(1)
+    await database.enqueue([heavy], backlog, prompt="backlog [slow:300]", status="succeeded")
     overrides = {"database_url": database.url, "secret_key": "bench-secret-key-0123456789"}
     results: dict[str, Any] = {}
     for label in ("empty", "backlog"):
         if label == "backlog":
-            [heavy] = await database.add_users(1)
             # The provider is down for the heavy user: its running rows wait, the rest queue.
-            await database.enqueue([heavy], backlog, prompt="backlog [slow:300]")
+            await database.requeue(heavy)
         async with served(**overrides) as (base, _app):
             results[label] = await _fresh_user(base, samples, f"fresh-{label}@example.com")
+        if await asyncio.to_thread(_count_failed, database):
+            raise SystemExit("generations failed during the measurement")
         post, done = results[label]["post_ms"], results[label]["succeeded_ms"]
         print(
             f"  {backend:10} {label:8}: generate POST p50 {post['p50']:6.1f} ms, "
@@ -357,7 +414,14 @@ async def fresh_user(backend: str, backlog: int, samples: int, workdir: Path) ->
 
 
 def _count_succeeded(database: Database) -> int:
-    sql = "SELECT count(*) FROM generations WHERE status = 'succeeded'"
+    return _count(database, "SELECT count(*) FROM generations WHERE status = 'succeeded'")
+
+
+def _count_failed(database: Database) -> int:
+    return _count(database, "SELECT count(*) FROM generations WHERE status = 'failed'")
+
+
+def _count(database: Database, sql: str) -> int:
     if database.backend == "sqlite":
         db = sqlite3.connect(database.path)
         try:
@@ -375,7 +439,9 @@ def _count_succeeded(database: Database) -> int:
     return asyncio.run(count())
 
 
-def _drain_window(database: Database, window: float, workdir: Path) -> dict[str, Any]:
+def _drain_window(
+    database: Database, users: list[uuid.UUID], window: float, workdir: Path
+) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTUDIO_")}
     env.update(
         {
@@ -396,18 +462,29 @@ def _drain_window(database: Database, window: float, workdir: Path) -> dict[str,
     try:
         deadline = time.monotonic() + 120
         while _count_succeeded(database) < 20:  # both started and warm
+            if _count_failed(database):
+                raise SystemExit(f"generations failed; see {workdir}/worker-*.log and the rows")
             if time.monotonic() > deadline:
                 raise SystemExit(f"the workers did not start; see {workdir}/worker-*.log")
             time.sleep(0.2)
         first, begin = _count_succeeded(database), time.perf_counter()
-        time.sleep(window)
+        # The backlog is kept where it was: what finished is queued again twice a second.
+        topped, topped_up = first, 0
+        while time.perf_counter() - begin < window:
+            time.sleep(0.5)
+            done = _count_succeeded(database)
+            asyncio.run(
+                database.enqueue(users, done - topped, prompt="drain", size=256, settle=False)
+            )
+            topped_up += done - topped
+            topped = done
         last, end = _count_succeeded(database), time.perf_counter()
     finally:
         for worker in workers:
             worker.terminate()
         for worker in workers:
             worker.wait(30)
-    return {"finished": last - first, "seconds": round(end - begin, 2)}
+    return {"finished": last - first, "seconds": round(end - begin, 2), "topped_up": topped_up}
 
 
 async def drain(backend: str, backlogs: list[int], window: float, workdir: Path) -> dict:
@@ -417,7 +494,7 @@ async def drain(backend: str, backlogs: list[int], window: float, workdir: Path)
         await database.create()
         users = await database.add_users(50)
         await database.enqueue(users, backlog, prompt="drain", size=256)
-        measured = await asyncio.to_thread(_drain_window, database, window, workdir)
+        measured = await asyncio.to_thread(_drain_window, database, users, window, workdir)
         measured["per_second"] = round(measured["finished"] / measured["seconds"], 1)
         results[str(backlog)] = measured
         print(

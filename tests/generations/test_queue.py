@@ -331,7 +331,9 @@ async def test_claim_reads_about_as_many_rows_as_it_claims(queue, engine, backen
     [light_row] = await queue.enqueue(light, 1)
     explain = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
     lock = "" if backend == "sqlite" else "FOR UPDATE SKIP LOCKED"
-    statement = text(explain + repository._CLAIM_ROUND_SQL.format(lock=lock)).bindparams(
+    statement = text(
+        explain + repository._CLAIM_ROUND_SQL.format(lock=lock, columns="id")
+    ).bindparams(
         bindparam("now", type_=UTCDateTime()), bindparam("lease_until", type_=UTCDateTime())
     )
     now = utcnow()

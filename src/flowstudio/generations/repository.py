@@ -229,7 +229,7 @@ WHERE id IN (
           ORDER BY served_at, user_id LIMIT :limit
           {lock}) AS turn
 ) AND status = 'pending'
-RETURNING id
+RETURNING {columns}
 """
 
 
@@ -240,14 +240,18 @@ def _claim_round(dialect: str) -> Any:
     # and no claimer waits for another. SQLite: claims run inside BEGIN IMMEDIATE, one at a
     # time.
     lock = "FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
-    return (
-        text(_CLAIM_ROUND_SQL.format(lock=lock))
+    columns = Generation.__table__.c
+    # The claimed rows come back whole: no second statement inside the write lock.
+    returning = ", ".join(f"generations.{c.name}" for c in columns)
+    statement = (
+        text(_CLAIM_ROUND_SQL.format(lock=lock, columns=returning))
         .bindparams(
             bindparam("now", type_=UTCDateTime()),
             bindparam("lease_until", type_=UTCDateTime()),
         )
-        .columns(Generation.__table__.c.id)
+        .columns(*columns)
     )
+    return select(Generation).from_statement(statement).execution_options(populate_existing=True)
 
 
 async def claim_pending(
@@ -264,22 +268,19 @@ async def claim_pending(
 
     Each round is one atomic statement that takes at most one row per user; rounds repeat
     (in the caller's transaction) until `limit` rows are claimed or a round finds nothing, so
-    a user with one due row is served in the first round whatever the others have queued."""
+    a user with one due row is served in the first round whatever the others have queued.
+    Rows come back in the order they were claimed."""
     statement = _claim_round(db.get_bind().dialect.name)
     params = {"now": now, "lease_until": now + lease, "owner": owner, "per_user": per_user}
-    ids: list[uuid.UUID] = []
-    while len(ids) < limit:
-        claimed = list(
-            (await db.execute(statement, {**params, "limit": limit - len(ids)})).scalars()
+    claimed: list[Generation] = []
+    while len(claimed) < limit:
+        batch = list(
+            (await db.execute(statement, {**params, "limit": limit - len(claimed)})).scalars()
         )
-        if not claimed:
+        if not batch:
             break
-        ids.extend(claimed)
-    if not ids:
-        return []
-    order = {generation_id: index for index, generation_id in enumerate(ids)}
-    rows = await get_by_ids(db, ids)
-    return sorted(rows, key=lambda g: order[g.id])
+        claimed.extend(sorted(batch, key=lambda g: (g.next_attempt_at, g.id)))
+    return claimed
 
 
 async def pending_count(db: AsyncSession, *, user_id: uuid.UUID) -> int:
