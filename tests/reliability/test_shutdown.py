@@ -46,15 +46,18 @@ async def rows(database_url: str, ids: list[str]) -> list[Any]:
         await engine.dispose()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of this test's own that separate processes share (set up outside the
+    test's event loop)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'flowstudio.db'}"
+    return request.getfixturevalue("pg_database_url")
+
+
 async def test_sigterm_with_open_streams_and_running_generations(
-    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+    tmp_path: Path, database_url: str
 ) -> None:
-    database_url = (
-        f"sqlite+aiosqlite:///{tmp_path / 'flowstudio.db'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("pg_database_url")
-    )
     deployment = Deployment(
         root=tmp_path / "deployment",
         database_url=database_url,

@@ -223,7 +223,7 @@ WHERE id IN (
     SELECT (SELECT g.id FROM generations g
             WHERE g.user_id = turn.user_id AND g.status = 'pending'
               AND g.next_attempt_at <= :now
-            ORDER BY g.next_attempt_at, g.id LIMIT 1)
+            ORDER BY g.next_attempt_at, g.id LIMIT 1 {lock})
     FROM (SELECT user_id FROM user_queues
           WHERE next_due_at IS NOT NULL AND next_due_at <= :now AND running < :per_user
           ORDER BY served_at, user_id LIMIT :limit
@@ -236,9 +236,11 @@ RETURNING {columns}
 @functools.cache
 def _claim_round(dialect: str) -> Any:
     # PostgreSQL: a claimer locks the users it serves, and concurrent claimers skip them, so
-    # a user's running count cannot be read by two claimers at once (the per-user cap holds)
-    # and no claimer waits for another. SQLite: claims run inside BEGIN IMMEDIATE, one at a
-    # time.
+    # a user's running count cannot be read by two claimers at once (the per-user cap holds).
+    # It skips locked rows too: a claim never waits for anything. Every other writer locks a
+    # generation first and then (in the trigger) its user's queue row; a claim that waited for
+    # a generation while holding the user's row would close that circle (a purge of a pending
+    # row deadlocked with it). SQLite: claims run inside BEGIN IMMEDIATE, one at a time.
     lock = "FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
     columns = Generation.__table__.c
     # The claimed rows come back whole: no second statement inside the write lock.

@@ -66,6 +66,8 @@ class Worker:
         self.maintenance = maintenance
         self.images = ImageProcessor(settings.image_processes)
         self._jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # The object keys each running attempt is writing, for cleanup when one is cut short.
+        self._attempt_keys: dict[uuid.UUID, list[str]] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stop_requested_at = 0.0
@@ -235,7 +237,8 @@ class Worker:
         for lost in set(ids) - held:
             task = self._jobs.get(lost)
             if task is not None:
-                log.warning("lost the lease on %s; abandoning it", lost)
+                # Why (purged, cancelled, taken over) is logged as the job settles.
+                log.info("no longer holds %s; abandoning it", lost)
                 task.cancel()
 
     # -- one job -----------------------------------------------------------------------------
@@ -243,12 +246,22 @@ class Worker:
         try:
             await self._process(generation)
         except asyncio.CancelledError:
+            # Shutdown, or the row is no longer ours (purged, or its lease lost).
+            keys = self._attempt_keys.get(generation.id, [])
+            released = None
             with contextlib.suppress(Exception):
                 async with self.ctx.sessions() as db:
-                    await service.release(
+                    released = await service.release(
                         db, bus=self.bus, generation_id=generation.id, owner=self.owner
                     )
+                    if released is not None and keys:
+                        # Before the release commits, nobody else can claim the row and write
+                        # these keys: what this attempt wrote goes now.
+                        await service.discard_objects(db, store=self.ctx.store, keys=keys)
                     await db.commit()
+            if released is None and keys:
+                with contextlib.suppress(Exception):
+                    await self._settle_unrecorded(generation, keys)
             raise
         except Exception:
             log.exception("generation %s failed unexpectedly", generation.id)
@@ -258,6 +271,8 @@ class Worker:
                 retryable=False,
                 message="FlowStudio failed while processing this generation.",
             )
+        finally:
+            self._attempt_keys.pop(generation.id, None)
 
     async def _fail(
         self,
@@ -378,6 +393,7 @@ class Worker:
             ext=info.ext,
         )
         thumb = thumbnail_key(key)
+        self._attempt_keys[generation.id] = [key, thumb]  # cleaned up if the attempt is cut
         # The original does not depend on the thumbnail: it is written while that is made.
         put_original = asyncio.ensure_future(store.put(key, result.image, content_type=info.mime))
         try:
