@@ -6,13 +6,16 @@
    port with a temporary data dir: SQLite there, or `--database-url` (PostgreSQL; migrated first).
 2. Registers `--users` accounts through the API and gives each an API token.
 3. For `--duration` seconds every user loops (closed loop, short random think time): starts runs,
-   generates 1x / 3x candidates on ready steps (some with `Prefer: wait`), adopts a succeeded
-   candidate, browses the history (cursor paging, filters, `q=` search), opens a detail and a
-   thumbnail, deletes and restores. Every response is timed per route template.
+   generates 1x / 3x candidates on ready steps (some with `Prefer: wait`; some purged for good
+   a moment later, whatever state they are in by then), adopts a succeeded candidate, browses
+   the history (cursor paging, filters, `q=` search), opens a detail and a thumbnail, deletes
+   and restores. Every response is timed per route template.
 4. Stops the users, waits for the queue to drain, and checks:
    - no 5xx, no transport error, no 4xx the script did not expect;
-   - every generation id a `generate` answered with is persisted and nothing else is, both in
-     the database (SQL) and in each user's history through the API (live + trash);
+   - every generation id a `generate` answered with is persisted (unless purged) and nothing
+     else is, both in the database (SQL) and in each user's history through the API (live +
+     trash);
+   - the object store holds no object that no row references, listed with no grace;
    - no generation is left `pending` or `running`; the server is still ready.
 5. Prints p50/p99 per endpoint and the checks, writes bench/results/load.json, and exits 1
    when a check fails. It binds to 127.0.0.1 only and stops by itself.
@@ -152,6 +155,7 @@ class User:
     user_id: uuid.UUID
     token: str
     accepted: set[uuid.UUID] = field(default_factory=set)
+    purged: set[uuid.UUID] = field(default_factory=set)  # accepted, then purged for good
     runs: list[str] = field(default_factory=list)
     seen: list[dict[str, Any]] = field(default_factory=list)  # history items last browsed
     actions: Counter[str] = field(default_factory=Counter)
@@ -241,8 +245,19 @@ class Simulation:
             headers=headers,
         )
         if response is not None:
-            for generation in response.json()["generations"]:
+            generations = response.json()["generations"]
+            for generation in generations:
                 self.user.accepted.add(uuid.UUID(generation["id"]))
+            if self.rng.random() < 0.15:
+                # Purged for good a moment later: before it is claimed, while it is drawn,
+                # as its image is stored, or once it has succeeded.
+                await asyncio.sleep(self.rng.uniform(0, 0.4))
+                gid = self.rng.choice(generations)["id"]
+                purged = await self.api.call(
+                    "DELETE", "/api/history/{id}", f"/api/history/{gid}", params={"purge": "true"}
+                )
+                if purged is not None and purged.json().get("purged"):
+                    self.user.purged.add(uuid.UUID(gid))
 
     async def adopt(self) -> None:
         run_id = self.rng.choice(self.user.runs[-5:])
@@ -427,6 +442,26 @@ async def api_view(base: str, user: User) -> dict[str, Any]:
     return {"ids": set(seen), "by_status": Counter(seen.values())}
 
 
+async def unreferenced_objects(database_url: str, objects_url: str) -> list[str]:
+    """Every object in the store that no row references, listed as it is now."""
+    from flowstudio.storage import open_object_store
+
+    store = open_object_store(objects_url)
+    try:
+        keys = {info.key async for info in store.list_prefix("")}
+    finally:
+        await store.close()
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(select(Generation.object_key, Generation.thumbnail_key))
+            ).all()
+    finally:
+        await engine.dispose()
+    return sorted(keys - {key for row in rows for key in row if key})
+
+
 def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
     return {"check": name, "ok": ok, "detail": detail}
 
@@ -438,9 +473,11 @@ async def verify(
     stats: Stats,
     *,
     drain_timeout: float,
+    objects_url: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     user_ids = [u.user_id for u in users]
-    accepted = set().union(*(u.accepted for u in users))
+    purged = set().union(*(u.purged for u in users))
+    accepted = set().union(*(u.accepted for u in users)) - purged
     started = time.monotonic()
     left = await active_count(database_url, user_ids)
     backlog = left
@@ -493,9 +530,23 @@ async def verify(
         ),
         _check("server still ready", ready == 200, f"/readyz → {ready}"),
     ]
+    unreferenced: list[str] | None = None
+    if objects_url is not None:
+        unreferenced = await unreferenced_objects(database_url, objects_url)
+        checks.append(
+            _check(
+                "no object without a row (store listed with no grace)",
+                not unreferenced,
+                f"{len(unreferenced)} unreferenced"
+                + (f", first: {unreferenced[0]}" if unreferenced else "")
+                + f"; {len(purged)} generations purged during the load",
+            )
+        )
     books = {
         "accepted": len(accepted),
         "persisted": len(in_db["ids"]),
+        "purged": len(purged),
+        "unreferenced_objects": None if unreferenced is None else len(unreferenced),
         "listed_via_api": len(via_api),
         "persisted_by_status": in_db["by_status"],
         "in_trash": in_db["deleted"],
@@ -530,8 +581,10 @@ async def run_load(
     seed: int,
     think: float = 0.1,
     drain_timeout: float = 300.0,
+    objects_url: str | None = None,
 ) -> LoadResult:
-    """The load and its checks against a running server whose database is `database_url`."""
+    """The load and its checks against a running server whose database is `database_url`
+    (and whose object store is `objects_url`, when given: then no object may lack a row)."""
     stats = Stats()
     setup = Stats()
     tag = secrets.token_hex(4)
@@ -571,7 +624,9 @@ async def run_load(
         )
     )
     elapsed = time.monotonic() - started
-    checks, books = await verify(base, database_url, people, stats, drain_timeout=drain_timeout)
+    checks, books = await verify(
+        base, database_url, people, stats, drain_timeout=drain_timeout, objects_url=objects_url
+    )
     requests = sum(len(v) for v in stats.latencies.values())
     actions: Counter[str] = Counter()
     for user in people:
@@ -629,6 +684,7 @@ async def serve_and_load(
                 seed=seed,
                 think=think,
                 drain_timeout=drain_timeout,
+                objects_url=f"file://{data / 'objects'}",
             )
         finally:
             exit_code = await asyncio.to_thread(server.stop)

@@ -417,3 +417,56 @@ async def test_the_migration_moves_existing_queues(empty_database_url):
         assert Counter(g.user_id for g in rows) == Counter({alice: 3})
     finally:
         await engine.dispose()
+
+
+async def test_a_change_that_waits_for_another_sees_it(queue, engine):
+    """A request queues a row while a worker's finish of the same user's other row waits for
+    it: the user's earliest due time must still name the new row (a finish that read it from
+    before its wait wrote "nothing due", and the row was never claimed)."""
+    user_id = await queue.add_user()
+    [running] = await queue.enqueue(user_id, 1)
+    [claimed] = await queue.claim(limit=1, per_user=5)
+    assert claimed.id == running
+    request = await engine.connect()
+    finish = await engine.connect()
+    try:
+        await request.begin()
+        await request.execute(
+            insert(Generation),
+            [
+                {
+                    "id": uuid7(),
+                    "user_id": user_id,
+                    "run_id": queue.runs[user_id],
+                    "step_id": "image",
+                    "flow_slug": "quick",
+                    "batch_id": uuid7(),
+                    "source": "generated",
+                    "status": "pending",
+                    "prompt": "queued meanwhile",
+                    "params": {},
+                    "provider": "local",
+                    "model": "local",
+                    "output": {},
+                    "next_attempt_at": utcnow(),
+                }
+            ],
+        )
+
+        async def finish_running() -> None:
+            await finish.begin()
+            await finish.execute(
+                update(Generation).where(Generation.id == running).values(status="succeeded")
+            )
+            await finish.commit()
+
+        waiting = asyncio.create_task(finish_running())
+        await asyncio.sleep(0.3)  # PostgreSQL: it waits for the request's lock on the user
+        await request.commit()
+        await asyncio.wait_for(waiting, 30)
+    finally:
+        await request.close()
+        await finish.close()
+    await queue.assert_in_step()
+    rows = await queue.claim(limit=5, per_user=5)
+    assert [g.prompt for g in rows] == ["queued meanwhile"]

@@ -113,6 +113,22 @@ BEGIN
             claimed := OLD.status = 'pending' AND NEW.status = 'running';
         END IF;
     END IF;
+    -- The user's row is locked first, and only then is the earliest due time read: in READ
+    -- COMMITTED each statement here takes a new snapshot, so once the lock is ours every
+    -- other change to this user's queue has committed and is seen. Reading it in the same
+    -- statement as the update used the snapshot from before the wait, and a finish that
+    -- waited for a request's insert wrote "nothing due" over a pending row (it never ran).
+    PERFORM 1 FROM user_queues WHERE user_id = owner FOR UPDATE;
+    IF NOT FOUND THEN
+        IF TG_OP = 'DELETE' THEN
+            -- A deleted user's generations go by cascade, its row with them.
+            RETURN NULL;
+        END IF;
+        -- A user's first queued generation makes its row.
+        INSERT INTO user_queues(user_id, pending, running, next_due_at, served_at)
+            VALUES (owner, 0, 0, NULL, 'epoch') ON CONFLICT (user_id) DO NOTHING;
+        PERFORM 1 FROM user_queues WHERE user_id = owner FOR UPDATE;
+    END IF;
     UPDATE user_queues SET
         pending = pending + pending_delta,
         running = running + running_delta,
@@ -120,19 +136,6 @@ BEGIN
                        WHERE user_id = owner AND status = 'pending'),
         served_at = CASE WHEN claimed THEN NEW.updated_at ELSE served_at END
     WHERE user_id = owner;
-    -- A user's first queued generation makes its row (the common path is the one UPDATE).
-    -- No insert on DELETE: a deleted user's generations go by cascade, its row with them.
-    IF NOT FOUND AND TG_OP <> 'DELETE' THEN
-        INSERT INTO user_queues(user_id, pending, running, next_due_at, served_at)
-            VALUES (owner, 0, 0, NULL, 'epoch') ON CONFLICT (user_id) DO NOTHING;
-        UPDATE user_queues SET
-            pending = pending + pending_delta,
-            running = running + running_delta,
-            next_due_at = (SELECT min(next_attempt_at) FROM generations
-                           WHERE user_id = owner AND status = 'pending'),
-            served_at = CASE WHEN claimed THEN NEW.updated_at ELSE served_at END
-        WHERE user_id = owner;
-    END IF;
     RETURN NULL;
 END
 $$
