@@ -8,12 +8,14 @@ import os
 import platform
 import statistics
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 from flowstudio.app import create_app
@@ -80,3 +82,16 @@ async def served(**overrides: Any) -> AsyncIterator[tuple[str, Any]]:
             finally:
                 server.should_exit = True
                 await task
+
+
+async def watch_finishes(
+    http: httpx.AsyncClient, run_id: str, done: dict[str, float], ready: asyncio.Event
+) -> None:
+    """Follow a run's event stream: when each generation ends (succeeded or failed), by id."""
+    async with http.stream("GET", f"/api/runs/{run_id}/events", timeout=None) as response:
+        ready.set()
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event["status"] in ("succeeded", "failed"):
+                    done[event["id"]] = time.perf_counter()

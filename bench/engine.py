@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 
 import httpx
 
-from bench.common import record, served, summary
+from bench.common import record, served, summary, watch_finishes
 
 
 async def sign_in(http: httpx.AsyncClient) -> dict[str, str]:
@@ -26,18 +25,6 @@ async def sign_in(http: httpx.AsyncClient) -> dict[str, str]:
     )
     response.raise_for_status()
     return {"X-CSRF-Token": response.json()["csrf_token"]}
-
-
-async def watch(
-    http: httpx.AsyncClient, run_id: str, done: dict[str, float], ready: asyncio.Event
-) -> None:
-    async with http.stream("GET", f"/api/runs/{run_id}/events", timeout=None) as response:
-        ready.set()
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                event = json.loads(line[5:])
-                if event["status"] in ("succeeded", "failed"):
-                    done[event["id"]] = time.perf_counter()
 
 
 async def main(single: int, batch: int, concurrency: int) -> None:
@@ -50,7 +37,7 @@ async def main(single: int, batch: int, concurrency: int) -> None:
             run = (await http.post("/api/flows/quick/runs", json={}, headers=headers)).json()
             done: dict[str, float] = {}
             ready = asyncio.Event()
-            watcher = asyncio.create_task(watch(http, run["id"], done, ready))
+            watcher = asyncio.create_task(watch_finishes(http, run["id"], done, ready))
             await ready.wait()
             url = f"/api/runs/{run['id']}/steps/image/generate"
 

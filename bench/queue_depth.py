@@ -42,7 +42,7 @@ import asyncpg
 import httpx
 from sqlalchemy import make_url, select, text, update
 
-from bench.common import record, served, summary
+from bench.common import record, served, summary, watch_finishes
 from bench.serve import flowstudio_command
 from flowstudio import migrate
 from flowstudio.db import create_engine, session_factory, utcnow
@@ -332,18 +332,6 @@ async def _claims(engine: Any, sessions: Any, claims: int) -> dict[str, Any]:
 # -- 2. a fresh user beside a backlog ----------------------------------------------------------
 
 
-async def _watch(
-    http: httpx.AsyncClient, run_id: str, done: dict[str, float], ready: asyncio.Event
-) -> None:
-    async with http.stream("GET", f"/api/runs/{run_id}/events", timeout=None) as response:
-        ready.set()
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                event = json.loads(line[5:])
-                if event["status"] in ("succeeded", "failed"):
-                    done[event["id"]] = time.perf_counter()
-
-
 async def _fresh_user(base: str, samples: int, email: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         response = await http.post(
@@ -354,7 +342,7 @@ async def _fresh_user(base: str, samples: int, email: str) -> dict[str, Any]:
         run = (await http.post("/api/flows/quick/runs", json={}, headers=headers)).json()
         done: dict[str, float] = {}
         ready = asyncio.Event()
-        watcher = asyncio.create_task(_watch(http, run["id"], done, ready))
+        watcher = asyncio.create_task(watch_finishes(http, run["id"], done, ready))
         await ready.wait()
         url = f"/api/runs/{run['id']}/steps/image/generate"
         posts, finished = [], []

@@ -111,6 +111,9 @@ async def test_sigterm_with_open_streams_and_running_generations(
             assert time.monotonic() < deadline, "the second worker did not finish them"
             await asyncio.sleep(0.2)
         assert worker.alive
+        # FlowStudio's own INFO lines reach the log under uvicorn too.
+        log = serve.log_path.read_text(errors="replace")
+        assert "flowstudio.worker: worker" in log and "releasing 2 unfinished" in log, log[-2000:]
         for row in finished:
             assert (row.status, row.attempts) == ("succeeded", 1), row
         await api.aclose()

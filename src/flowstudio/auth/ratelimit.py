@@ -55,4 +55,3 @@ class LoginRateLimiter:
         await db.execute(
             delete(LoginFailure).where(LoginFailure.key_hash.in_([_hash(k) for k in keys]))
         )
-

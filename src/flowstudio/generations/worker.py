@@ -84,6 +84,7 @@ class Worker:
             asyncio.create_task(self._maintenance_loop(), name="worker-maintenance"),
             asyncio.create_task(self._wake_on_events(), name="worker-wake"),
         ]
+        log.info("worker %s started, %d generations at once", self.owner, self.concurrency)
 
     def stop_claiming(self) -> None:
         """The first step of a shutdown: no new work from now on (safe from a signal handler
@@ -108,6 +109,12 @@ class Worker:
                 await claim_task
         if self._jobs:
             await asyncio.wait(list(self._jobs.values()), timeout=max(grace_seconds, 0))
+        if self._jobs:
+            log.info(
+                "worker %s: releasing %d unfinished generation(s) to the queue",
+                self.owner,
+                len(self._jobs),
+            )
         for task in list(self._jobs.values()):
             task.cancel()
         if self._jobs:
