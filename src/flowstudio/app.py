@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
+from flowstudio import openapi
 from flowstudio.auth.ratelimit import LoginRateLimiter
 from flowstudio.auth.routes import router as auth_router
 from flowstudio.auth.security import PasswordHasher
@@ -18,7 +19,7 @@ from flowstudio.config import Settings
 from flowstudio.context import AppContext
 from flowstudio.db import Reads, create_engine, session_factory
 from flowstudio.deps import reject_nul_characters
-from flowstudio.errors import install_error_handlers, install_problem_openapi
+from flowstudio.errors import install_error_handlers
 from flowstudio.flows import FlowRegistry
 from flowstudio.flows.routes import router as flows_router
 from flowstudio.generations.events import EventBus
@@ -221,6 +222,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         version="0.1.0",
         summary="Multi-step AI image generation flows with a durable per-user history.",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     # Bodies are refused before they are read: 1 MB of JSON, an upload's cap plus its form.
@@ -233,7 +235,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     )
     web = _web_module()
     install_error_handlers(app, html_handler=getattr(web, "html_error_page", None))
-    install_problem_openapi(app)
+    openapi.install(app)
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(flows_router)

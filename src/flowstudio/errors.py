@@ -166,6 +166,8 @@ def declare_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(problem.pop("$defs", {}))
+    # Always sent (null when there is no request path), so required for generated clients.
+    problem["required"] = [*problem.get("required", []), "instance"]
     components["Problem"] = problem
     reference = {"schema": {"$ref": "#/components/schemas/Problem"}}
     for path_item in schema.get("paths", {}).values():
@@ -179,19 +181,6 @@ def declare_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
         if model is not None and f'"#/components/schemas/{name}"' in json.dumps(schema):
             components[name] = model
     return schema
-
-
-def install_problem_openapi(app: FastAPI) -> None:
-    """Post-process the app's generated OpenAPI schema once with
-    :func:`declare_problem_responses`."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = declare_problem_responses(generate())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def problem_response(
@@ -211,8 +200,7 @@ def problem_response(
         "detail": detail,
         "code": code,
     }
-    if instance:
-        body["instance"] = instance
+    body["instance"] = instance
     if extra:
         body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)

@@ -57,5 +57,8 @@ class TokenCreated(BaseModel):
 
 
 class TokenList(BaseModel):
+    # Always sent: required (and nullable) in the published response schema.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     items: list[TokenRead]
     next_cursor: str | None = None

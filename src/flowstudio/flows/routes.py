@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from flowstudio.deps import ContextDep, CurrentUser
 from flowstudio.errors import NotFound, problem_responses
@@ -24,6 +24,9 @@ class FlowRead(BaseModel):
 
 
 class FlowList(BaseModel):
+    # Always sent: required (and nullable) in the published response schema.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     items: list[FlowRead]
     next_cursor: str | None = None
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flowstudio.generations.models import Generation
 
@@ -171,6 +171,9 @@ def event_payload(generation: Generation, *, adopted: bool = False) -> dict[str,
 
 
 class HistoryItem(GenerationRead):
+    # Always sent: required (and nullable) in the published response schema.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     run_title: str | None
     step_title: str | None
     flow_title: str | None

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flowstudio.generations.schemas import GenerationRead
 
@@ -65,6 +65,9 @@ class AdoptResult(BaseModel):
 
 
 class ClearResult(BaseModel):
+    # Always sent: required (and nullable) in the published response schema.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     adopted_generation_id: None = None
     invalidated_steps: list[str]
 
