@@ -134,9 +134,7 @@ async def test_a_generated_client_drives_the_api(app, live_server, client_packag
         body=models.AdoptBody(generation_id=three.parsed.generations[0].id),
     )
     assert adopted.parsed.adopted_generation_id == three.parsed.generations[0].id
-    cleared = await _api(pkg, "runs.step_clear").asyncio_detailed(
-        run.id, "object", client=api
-    )
+    cleared = await _api(pkg, "runs.step_clear").asyncio_detailed(run.id, "object", client=api)
     assert cleared.parsed.adopted_generation_id is None
 
     history_list = _api(pkg, "history.history_list")

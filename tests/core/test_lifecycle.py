@@ -294,3 +294,47 @@ async def test_the_event_stream_sends_resync_to_a_slow_page(app, alice, live_ser
                 if line == "event: resync":
                     break
     assert "event: resync" in received
+
+
+@pytest.mark.parametrize("storage_kind", ["local", "s3"])
+async def test_maintenance_rounds_are_bounded_and_resume(app):
+    """A sweep longer than a round: each round stops near its budget, and the next one lists
+    on from where the last stopped (it does not start over), until every orphan is gone."""
+    from flowstudio.generations.maintenance import PeriodicCollector
+
+    ctx = app.state.ctx
+    orphans = []
+    for _ in range(6):
+        user, run, gen = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        for suffix in (".png", ".png.thumb.webp"):
+            key = f"u/{user}/r/{run}/image/{gen}{suffix}"
+            await ctx.store.put(key, b"orphan", content_type="image/png")
+            orphans.append(key)
+    listing = ctx.store.list_prefix
+    listed: list[str] = []
+
+    async def slow_listing(prefix, *, start_after=None):
+        async for info in listing(prefix, start_after=start_after):
+            await asyncio.sleep(0.1)  # a slow bucket
+            listed.append(info.key)
+            yield info
+
+    ctx.store.list_prefix = slow_listing
+    collector = PeriodicCollector(
+        ctx, interval=timedelta(0), round_seconds=0.25, orphan_grace=timedelta(0)
+    )
+    rounds = []
+    while True:
+        started = asyncio.get_running_loop().time()
+        await collector()
+        rounds.append(asyncio.get_running_loop().time() - started)
+        if collector._resume is None:
+            break
+        assert len(rounds) < 20, "the sweep never finished"
+    assert len(rounds) >= 2  # it did not fit one round, and was cut
+    # A round ends after the user it is settling: its budget plus one user's listing.
+    assert max(rounds) < 0.25 + 0.2 + 0.5, rounds
+    # Resumed, not restarted: each object listed once, but for the one that told a round
+    # that its user had ended.
+    assert len(listed) <= len(orphans) + len(rounds), listed
+    assert [info async for info in listing("u/")] == []

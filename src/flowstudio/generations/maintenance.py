@@ -54,6 +54,28 @@ class GcReport:
     search_index_merges: int = 0  # SQLite: merge steps of the full-text index
     seconds: float = 0.0
     skipped: bool = False  # another collector held the lock
+    # A round with a deadline stops between batches once it has passed, and says where to
+    # resume; None when the collection ran to its end.
+    deadline: float | None = None
+    resume: GcResume | None = None
+    swept_through: str | None = None  # the sweep settled every key up to here
+
+    def check_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _OutOfTime
+
+
+@dataclass(frozen=True)
+class GcResume:
+    """Where an unfinished collection goes on: the phase it stopped in, and for the orphan
+    sweep the key it had settled every user up to."""
+
+    phase: int
+    swept_through: str | None = None
+
+
+class _OutOfTime(Exception):
+    pass
 
 
 def _no_progress(_phase: str, _advance: int, _total: int | None) -> None:
@@ -128,6 +150,7 @@ async def delete_recorded_objects(ctx: AppContext, report: GcReport, progress: P
         report.recorded_deleted += len(gone)
         report.delete_failures += len(refused)
         progress("recorded deletions", len(keys), None)
+        report.check_time()
 
 
 async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progress) -> None:
@@ -147,6 +170,7 @@ async def purge_expired_trash(ctx: AppContext, report: GcReport, progress: Progr
                 report.trash_purged += len(batch)
                 report.delete_failures += len(refused)
             progress("trash", len(batch), None)
+        report.check_time()
     # Outside the loop's session: SQLite allows one writer, and that session holds the lock.
     await _purge_empty_deleted_runs(ctx, report, before)
 
@@ -187,6 +211,7 @@ async def apply_retention(ctx: AppContext, report: GcReport, progress: Progress)
         report.retention_trashed = len(ids)
         return
     for start in range(0, len(ids), BATCH):
+        report.check_time()
         chunk = ids[start : start + BATCH]
         async with ctx.sessions() as db:
             rows = await repository.get_by_ids(db, chunk)
@@ -224,9 +249,18 @@ async def _referenced_keys(db: AsyncSession, user_id: str) -> dict[str, tuple[uu
 
 
 async def sweep_objects(
-    ctx: AppContext, report: GcReport, progress: Progress, *, grace: timedelta = ORPHAN_GRACE
+    ctx: AppContext,
+    report: GcReport,
+    progress: Progress,
+    *,
+    grace: timedelta = ORPHAN_GRACE,
+    start_after: str | None = None,
 ) -> None:
-    """One pass over the store, user by user: delete orphans, report rows whose object is gone."""
+    """One pass over the store, user by user: delete orphans, report rows whose object is gone.
+
+    With a deadline it stops after a user once the deadline has passed (having settled at
+    least one, so a round always makes progress), and `report.swept_through` says where the
+    next round lists from (`start_after`)."""
     now = utcnow()
     seen_users: set[str] = set()
     current_user: str | None = None
@@ -250,8 +284,12 @@ async def sweep_objects(
             failed = await ctx.store.delete_many(orphans)
             report.orphans_deleted += len(orphans) - len(failed)
             report.delete_failures += len(failed)
+        # Every key of this user sorts before "u/<user>0" ('0' follows '/'), and every key of
+        # the next user after it.
+        report.swept_through = f"u/{user}0"
+        report.check_time()
 
-    async for info in ctx.store.list_prefix("u/"):
+    async for info in ctx.store.list_prefix("u/", start_after=start_after):
         report.objects_scanned += 1
         parts = info.key.split("/")
         user = parts[1] if len(parts) > 2 else ""
@@ -266,6 +304,9 @@ async def sweep_objects(
     if current_user is not None:
         await settle(current_user, listed)
     progress("objects", report.objects_scanned % 1000, None)
+    report.swept_through = None
+    if start_after is not None:
+        return  # users settled in earlier rounds were not seen in this one
 
     # Users with rows but not a single object in the store.
     async with ctx.sessions() as db:
@@ -309,6 +350,7 @@ async def compact_search_index(ctx: AppContext, report: GcReport, progress: Prog
             return
         report.search_index_merges += 1
         progress("search index merge steps", 1, None)
+        report.check_time()
         await asyncio.sleep(0.01)
 
 
@@ -319,8 +361,18 @@ async def collect_garbage(
     progress: Progress = _no_progress,
     sweep: bool = True,
     orphan_grace: timedelta = ORPHAN_GRACE,
+    seconds: float | None = None,
+    resume: GcResume | None = None,
 ) -> GcReport:
+    """Collect garbage: expired sessions, recorded deletions, expired trash, retention, the
+    orphan sweep and (SQLite) the search index merge, in that order.
+
+    With `seconds`, the collection stops between batches once that time has passed and
+    `report.resume` says where to go on; pass it back as `resume` (each phase makes progress
+    by what it deletes, and the sweep lists on from the last user it settled)."""
     report = GcReport(dry_run=dry_run)
+    if seconds is not None:
+        report.deadline = time.monotonic() + seconds
     started = time.perf_counter()
     postgres = not ctx.settings.is_sqlite
     lock_connection = None
@@ -331,14 +383,28 @@ async def collect_garbage(
             await lock_connection.close()
             report.skipped = True
             return report
-    try:
-        await delete_expired_sessions(ctx, report)
-        await delete_recorded_objects(ctx, report, progress)
-        await purge_expired_trash(ctx, report, progress)
-        await apply_retention(ctx, report, progress)
+    start_after = resume.swept_through if resume is not None else None
+
+    async def sweep_phase() -> None:
         if sweep:
-            await sweep_objects(ctx, report, progress, grace=orphan_grace)
-        await compact_search_index(ctx, report, progress)
+            await sweep_objects(ctx, report, progress, grace=orphan_grace, start_after=start_after)
+
+    phases = [
+        lambda: delete_expired_sessions(ctx, report),
+        lambda: delete_recorded_objects(ctx, report, progress),
+        lambda: purge_expired_trash(ctx, report, progress),
+        lambda: apply_retention(ctx, report, progress),
+        sweep_phase,
+        lambda: compact_search_index(ctx, report, progress),
+    ]
+    try:
+        for index in range(resume.phase if resume is not None else 0, len(phases)):
+            try:
+                await phases[index]()
+            except _OutOfTime:
+                report.resume = GcResume(index, report.swept_through or start_after)
+                break
+            start_after = None  # a resumed sweep resumes once
     finally:
         if lock_connection is not None:
             await lock_connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_ID})"))
@@ -348,18 +414,40 @@ async def collect_garbage(
 
 
 class PeriodicCollector:
-    """Called often by the worker; collects at most once per interval."""
+    """Called often by the worker's maintenance task; collects at most once per interval, in
+    rounds of at most `round_seconds`: a collection that needs longer (a large bucket's
+    sweep) goes on where it stopped at the next call, until it is done."""
 
-    def __init__(self, ctx: AppContext, *, interval: timedelta) -> None:
+    ROUND_SECONDS = 10.0
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        interval: timedelta,
+        round_seconds: float = ROUND_SECONDS,
+        orphan_grace: timedelta = ORPHAN_GRACE,
+    ) -> None:
         self.ctx = ctx
         self.interval = interval.total_seconds()
+        self.round_seconds = round_seconds
+        self.orphan_grace = orphan_grace
         self._last = time.monotonic()
+        self._resume: GcResume | None = None
 
     async def __call__(self) -> None:
-        if time.monotonic() - self._last < self.interval:
-            return
-        self._last = time.monotonic()
-        report = await collect_garbage(self.ctx)
+        if self._resume is None:
+            if time.monotonic() - self._last < self.interval:
+                return
+            self._last = time.monotonic()
+        report = await collect_garbage(
+            self.ctx,
+            seconds=self.round_seconds,
+            resume=self._resume,
+            orphan_grace=self.orphan_grace,
+        )
+        if not report.skipped:
+            self._resume = report.resume
         if report.trash_purged or report.retention_trashed or report.orphans_deleted:
             log.info(
                 "gc: purged %d from trash, trashed %d by retention, deleted %d orphans",

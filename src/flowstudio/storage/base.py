@@ -120,8 +120,11 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    def list_prefix(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        """Iterate over every object whose key starts with ``prefix``.
+    def list_prefix(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """Iterate over every object whose key starts with ``prefix`` (and, with
+        ``start_after``, sorts after that key: a long listing can resume), in key order.
 
         ``prefix`` is a plain string prefix (``"u/1"`` also matches ``"u/12/x"``;
         use ``"u/1/"`` to restrict to one "directory"); ``""`` lists everything.

@@ -222,16 +222,19 @@ class LocalObjectStore(ObjectStore):
         found.sort(key=lambda info: info.key)
         return found
 
-    def list_prefix(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        return self._list(validate_prefix(prefix))
+    def list_prefix(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        return self._list(validate_prefix(prefix), start_after)
 
-    async def _list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def _list(self, prefix: str, start_after: str | None) -> AsyncIterator[ObjectInfo]:
         try:
             infos = await asyncio.to_thread(self._list_sync, prefix)
         except OSError as exc:
             raise StorageError(f"cannot list prefix {prefix!r}: {exc}") from exc
-        for info in infos:
-            yield info
+        for info in sorted(infos, key=lambda i: i.key):
+            if start_after is None or info.key > start_after:
+                yield info
 
     # -- deleting ----------------------------------------------------------------
 

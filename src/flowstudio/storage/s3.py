@@ -264,15 +264,18 @@ class S3ObjectStore(ObjectStore):
                 raise self._error(exc, "get", key) from exc
             yield bytes(chunk)
 
-    def list_prefix(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        return self._list(validate_prefix(prefix))
+    def list_prefix(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        return self._list(validate_prefix(prefix), start_after)
 
-    async def _list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def _list(self, prefix: str, start_after: str | None) -> AsyncIterator[ObjectInfo]:
         # obstore lists whole path segments ("u/1" means "u/1/"), so list the
         # enclosing "directory" and filter for plain string prefix semantics.
         base = prefix[: prefix.rfind("/") + 1]
         try:
-            stream = obstore.list(self._store, base or None, chunk_size=1000)
+            # S3 lists in key order, and from after `offset` (StartAfter) when given.
+            stream = obstore.list(self._store, base or None, offset=start_after, chunk_size=1000)
         except Exception as exc:
             raise self._error(exc, "list") from exc
         while True:
