@@ -338,3 +338,27 @@ async def test_maintenance_rounds_are_bounded_and_resume(app):
     # that its user had ended.
     assert len(listed) <= len(orphans) + len(rounds), listed
     assert [info async for info in listing("u/")] == []
+
+
+def test_logging_follows_the_current_stream(monkeypatch):
+    """One configuration for every command; commands run in-process swap the streams, and a
+    handler must not keep writing to one that was closed."""
+    import io
+    import logging
+    import sys
+
+    from flowstudio.ops.logs import configure_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging("INFO")
+    try:
+        logging.getLogger("flowstudio.test").info("to the first")
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("flowstudio.test").info("to the second")
+        assert "INFO    flowstudio.test: to the second" in second.getvalue()
+        assert "Logging error" not in second.getvalue()
+    finally:
+        logging.getLogger("flowstudio").handlers.clear()
+        logging.getLogger("flowstudio").propagate = True

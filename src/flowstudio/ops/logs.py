@@ -3,10 +3,30 @@ the app's share a format), `worker` and the other commands."""
 
 from __future__ import annotations
 
+import logging
 import logging.config
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class CurrentStream(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes to whatever `sys.stderr` (or `sys.stdout`) is when it
+    writes, not when it was made: commands run in-process (tests, tools) swap the streams, and a
+    handler holding a closed one would fail on every later line."""
+
+    def __init__(self, which: str = "stderr") -> None:
+        self._which = which
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return getattr(sys, self._which)
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:
@@ -27,16 +47,8 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             },
         },
         "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "formatter": "default",
-                "stream": "ext://sys.stderr",
-            },
-            "access": {
-                "class": "logging.StreamHandler",
-                "formatter": "access",
-                "stream": "ext://sys.stdout",
-            },
+            "default": {"()": CurrentStream, "formatter": "default", "which": "stderr"},
+            "access": {"()": CurrentStream, "formatter": "access", "which": "stdout"},
         },
         "loggers": {
             "flowstudio": {"handlers": ["default"], "level": level, "propagate": False},
