@@ -1,4 +1,4 @@
-"""What the published OpenAPI document promises client generators (issue: a generated client
+"""What the published OpenAPI document promises client generators (a generated client
 must work as published): short stable operation ids, binary uploads, always-sent fields
 required, and the headers the API reads declared as parameters."""
 
