@@ -205,7 +205,3 @@ class Settings(BaseSettings):
             finally:
                 tmp.unlink()
         return path.read_text().strip().encode()
-
-
-def get_settings() -> Settings:
-    return Settings()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -34,4 +34,3 @@ class AppContext:
     providers: ProviderRegistry
     bus: EventBus
     cursors: CursorCodec
-    extras: dict[str, Any] = field(default_factory=dict)

@@ -22,10 +22,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.util import greenlet_spawn
-
-from flowstudio.ids import uuid7
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -84,10 +82,6 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), uuid.UUID: Uuid(), dict[str, Any]: JSONType}
-
-
-def uuid_pk() -> Mapped[uuid.UUID]:
-    return mapped_column(primary_key=True, default=uuid7)
 
 
 def strict_json(value: Any) -> str:

@@ -13,6 +13,7 @@ from flowstudio.auth.service import Principal
 from flowstudio.context import AppContext
 from flowstudio.db import session_scope
 from flowstudio.errors import CsrfFailed, Unauthenticated, ValidationFailed
+from flowstudio.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 SESSION_COOKIE = "flowstudio_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -94,7 +95,9 @@ async def current_user(principal: PrincipalDep) -> User:
 CurrentUser = Annotated[User, Depends(current_user, scope="function")]
 
 
-async def page_limit(limit: int = Query(50, ge=1, le=100, description="Page size, 1–100.")) -> int:
+async def page_limit(
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"Page size, 1–{MAX_LIMIT}."),
+) -> int:
     return limit
 
 

@@ -46,10 +46,6 @@ class CsrfFailed(AppError):
     status, code, title = 403, "csrf_failed", "Missing or wrong CSRF token"
 
 
-class Forbidden(AppError):
-    status, code, title = 403, "forbidden", "Not allowed"
-
-
 class MethodNotAllowed(AppError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 THUMBNAIL_MAX_SIDE = 384
-THUMBNAIL_MIME = "image/webp"
 MAX_PIXELS = 8192 * 8192
 
 _FORMATS = {

@@ -15,10 +15,6 @@ async def get_user_by_email(db: AsyncSession, email: str) -> User | None:
     return await db.scalar(select(User).where(User.email == email))
 
 
-async def get_user(db: AsyncSession, user_id: uuid.UUID) -> User | None:
-    return await db.get(User, user_id)
-
-
 # Built once: these run on every authenticated request.
 _SESSION_WITH_USER = (
     select(UserSession.id, UserSession.last_seen_at, UserSession.expires_at, User)

@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event, func, make_url, select
@@ -126,11 +125,6 @@ class EventBus:
             if not subscribers:
                 del self._by_run[subscription.run_id]
 
-    async def stream(self, run_id: uuid.UUID) -> AsyncIterator[dict[str, Any]]:
-        with self.subscribe(run_id) as subscription:
-            while True:
-                yield await subscription.queue.get()
-
     # -- PostgreSQL LISTEN ------------------------------------------------------------------
     async def start(self) -> None:
         if self.uses_notify and self._listener_task is None:
@@ -144,10 +138,6 @@ class EventBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener_task
             self._listener_task = None
-
-    @property
-    def listening(self) -> bool:
-        return not self.uses_notify or self._listening.is_set()
 
     async def _listen_forever(self) -> None:
         import asyncpg

@@ -51,7 +51,8 @@ async def describe(
     return items
 
 
-# Run titles and flow snapshots never change after a run starts, so their context is cached.
+# Run titles and flow snapshots never change after a run starts, so their context is cached:
+# at most this many runs, the oldest entry evicted first (first in, first out).
 _RUN_CONTEXT: OrderedDict[uuid.UUID, tuple[str, str | None, dict[str, str]]] = OrderedDict()
 _RUN_CONTEXT_SIZE = 4096
 

@@ -25,7 +25,6 @@ from flowstudio.auth.models import User
 from flowstudio.db import utcnow
 from flowstudio.errors import (
     Conflict,
-    NotFound,
     PayloadTooLarge,
     QueueFull,
     StepNotReady,
@@ -56,8 +55,10 @@ class IdempotencyConflict(Conflict):
     title = "This Idempotency-Key was used for another request"
 
 
-def _adopted_flag(generation: Generation, adopted: bool = False) -> dict[str, Any]:
-    return event_payload(generation, adopted=adopted)
+def _status_event(generation: Generation) -> dict[str, Any]:
+    """The `generation` event of a status change. It says `adopted: false` whatever the step's
+    adoption: adoption changes have their own `adoption` event, on which pages reload the run."""
+    return event_payload(generation, adopted=False)
 
 
 async def record_change(
@@ -65,7 +66,7 @@ async def record_change(
 ) -> None:
     values.setdefault("updated_at", utcnow())
     await repository.update_row(db, generation, values)
-    await bus.emit(db, _adopted_flag(generation))
+    await bus.emit(db, _status_event(generation))
 
 
 # -- requesting --------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ async def request_generations(
         existing = await repository.by_idempotency_key(db, user_id=user.id, key=idempotency_key)
         return _same_request(existing, run_id, step_id)
     for generation in rows:
-        await bus.emit(db, _adopted_flag(generation))
+        await bus.emit(db, _status_event(generation))
     await runs_service.repository.touch_run(db, run.id, now)
     return rows
 
@@ -329,7 +330,7 @@ async def upload_candidate(
     except StorageError:
         await store.delete_many([key, thumbnail_key(key)])
         raise
-    await bus.emit(db, _adopted_flag(generation))
+    await bus.emit(db, _status_event(generation))
     return generation, True
 
 
@@ -378,7 +379,7 @@ async def claim(
         db, owner=owner, limit=limit, per_user=per_user, now=utcnow(), lease=lease
     )
     for generation in rows:
-        await bus.emit(db, _adopted_flag(generation))
+        await bus.emit(db, _status_event(generation))
     return rows
 
 
@@ -405,7 +406,7 @@ async def finish_succeeded(
         db, generation_id=generation_id, owner=owner, values=values
     )
     if generation is not None:
-        await bus.emit(db, _adopted_flag(generation))
+        await bus.emit(db, _status_event(generation))
     return generation
 
 
@@ -496,17 +497,6 @@ async def recover_expired_leases(
             )
         await record_change(db, bus, generation, values)
     return recovered
-
-
-async def get_generation(
-    db: AsyncSession, *, user: User, generation_id: uuid.UUID, include_deleted: bool = False
-) -> tuple[Generation, bool]:
-    found = await repository.get_owned(
-        db, user_id=user.id, generation_id=generation_id, include_deleted=include_deleted
-    )
-    if found is None:
-        raise NotFound("No such generation.")
-    return found
 
 
 # -- deleting ----------------------------------------------------------------------------------

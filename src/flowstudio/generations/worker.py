@@ -72,7 +72,6 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_requested_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
-        self.processed = 0
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -125,9 +124,6 @@ class Worker:
         self._tasks = []
         await self.images.close()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     # -- loops -------------------------------------------------------------------------------
     async def _wake_on_events(self) -> None:
         with self.bus.subscribe(None) as subscription:
@@ -171,7 +167,6 @@ class Worker:
 
     def _job_done(self, generation_id: uuid.UUID) -> None:
         self._jobs.pop(generation_id, None)
-        self.processed += 1
         self._wake.set()  # a slot is free
 
     async def _heartbeat_loop(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -92,12 +91,6 @@ async def get_owned_run(
     if run is None:
         raise NotFound(RUN_NOT_FOUND)
     return run
-
-
-@dataclass(frozen=True)
-class StepState:
-    run_step: RunStep | None
-    adopted: Generation | None
 
 
 async def adopted_generations(db: AsyncSession, run: Run) -> dict[str, Generation]:
