@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,28 @@ async def watch_finishes(
                 event = json.loads(line[5:])
                 if event["status"] in ("succeeded", "failed"):
                     done[event["id"]] = time.perf_counter()
+
+
+@dataclass
+class WatchedRun:
+    """A signed-up user's `quick` run, its event stream followed: `done` maps each finished
+    generation's id to when its end arrived."""
+
+    headers: dict[str, str]
+    generate_url: str
+    done: dict[str, float]
+    watcher: asyncio.Task[None]
+
+
+async def watched_quick_run(http: httpx.AsyncClient, email: str) -> WatchedRun:
+    response = await http.post(
+        "/api/auth/register", json={"email": email, "password": "bench-password"}
+    )
+    response.raise_for_status()
+    headers = {"X-CSRF-Token": response.json()["csrf_token"]}
+    run = (await http.post("/api/flows/quick/runs", json={}, headers=headers)).json()
+    done: dict[str, float] = {}
+    ready = asyncio.Event()
+    watcher = asyncio.create_task(watch_finishes(http, run["id"], done, ready))
+    await ready.wait()
+    return WatchedRun(headers, f"/api/runs/{run['id']}/steps/image/generate", done, watcher)

@@ -16,15 +16,7 @@ import time
 
 import httpx
 
-from bench.common import record, served, summary, watch_finishes
-
-
-async def sign_in(http: httpx.AsyncClient) -> dict[str, str]:
-    response = await http.post(
-        "/api/auth/register", json={"email": "bench@example.com", "password": "bench-password"}
-    )
-    response.raise_for_status()
-    return {"X-CSRF-Token": response.json()["csrf_token"]}
+from bench.common import record, served, summary, watched_quick_run
 
 
 async def main(single: int, batch: int, concurrency: int) -> None:
@@ -33,13 +25,13 @@ async def main(single: int, batch: int, concurrency: int) -> None:
         _app,
     ):
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-            headers = await sign_in(http)
-            run = (await http.post("/api/flows/quick/runs", json={}, headers=headers)).json()
-            done: dict[str, float] = {}
-            ready = asyncio.Event()
-            watcher = asyncio.create_task(watch_finishes(http, run["id"], done, ready))
-            await ready.wait()
-            url = f"/api/runs/{run['id']}/steps/image/generate"
+            watched = await watched_quick_run(http, "bench@example.com")
+            headers, url, done, watcher = (
+                watched.headers,
+                watched.generate_url,
+                watched.done,
+                watched.watcher,
+            )
 
             latencies = []
             for _ in range(single):

@@ -42,7 +42,7 @@ import asyncpg
 import httpx
 from sqlalchemy import make_url, select, text, update
 
-from bench.common import record, served, summary, watch_finishes
+from bench.common import record, served, summary, watched_quick_run
 from bench.serve import flowstudio_command
 from flowstudio import migrate
 from flowstudio.db import create_engine, session_factory, utcnow
@@ -334,17 +334,13 @@ async def _claims(engine: Any, sessions: Any, claims: int) -> dict[str, Any]:
 
 async def _fresh_user(base: str, samples: int, email: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        response = await http.post(
-            "/api/auth/register", json={"email": email, "password": "bench-password"}
+        watched = await watched_quick_run(http, email)
+        headers, url, done, watcher = (
+            watched.headers,
+            watched.generate_url,
+            watched.done,
+            watched.watcher,
         )
-        response.raise_for_status()
-        headers = {"X-CSRF-Token": response.json()["csrf_token"]}
-        run = (await http.post("/api/flows/quick/runs", json={}, headers=headers)).json()
-        done: dict[str, float] = {}
-        ready = asyncio.Event()
-        watcher = asyncio.create_task(watch_finishes(http, run["id"], done, ready))
-        await ready.wait()
-        url = f"/api/runs/{run['id']}/steps/image/generate"
         posts, finished = [], []
         try:
             for index in range(samples + 2):
