@@ -362,3 +362,25 @@ def test_logging_follows_the_current_stream(monkeypatch):
     finally:
         logging.getLogger("flowstudio").handlers.clear()
         logging.getLogger("flowstudio").propagate = True
+
+
+async def test_a_providers_nan_is_stored_as_null(app, alice, monkeypatch):
+    """What a provider reports goes into a strict JSON column: NaN and infinities become null
+    instead of failing the generation."""
+    import dataclasses
+    import math
+
+    provider = app.state.ctx.providers.get("local")
+    original = provider.generate
+
+    async def reporting_nan(request):
+        result = await original(request)
+        metadata = {"score": math.nan, "scores": [1.5, math.inf], "nested": {"x": -math.inf}}
+        return dataclasses.replace(result, metadata=metadata)
+
+    monkeypatch.setattr(provider, "generate", reporting_nan)
+    run = await start_run(alice, flow="quick")
+    [gen] = (await generate(alice, run["id"], "image")).json()["generations"]
+    assert gen["status"] == "succeeded", gen
+    stored = (await alice.get(f"/api/history/{gen['id']}")).json()["output"]["provider"]
+    assert stored == {"score": None, "scores": [1.5, None], "nested": {"x": None}}
