@@ -15,11 +15,25 @@ from PIL import Image, UnidentifiedImageError
 THUMBNAIL_MAX_SIDE = 384
 MAX_PIXELS = 8192 * 8192
 
-_FORMATS = {
-    "PNG": ("image/png", "png"),
-    "JPEG": ("image/jpeg", "jpg"),
-    "WEBP": ("image/webp", "webp"),
-}
+# The one table of image types FlowStudio names: MIME type to file extension. GIF is only ever
+# an input handed to a provider; what FlowStudio stores is STORED_TYPES.
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+STORED_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+
+
+def extension_for(mime: str | None, default: str = "bin") -> str:
+    """The file extension for an image type (``default`` for anything else)."""
+    return EXTENSIONS.get(mime or "", default)
+
+
+def sniff_image_mime(data: bytes) -> str | None:
+    """The image type the bytes really hold, from the header alone, or ``None`` for something
+    that is not an image Pillow can open. The one place FlowStudio identifies an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return Image.MIME.get(image.format or "")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        return None
 
 
 class UnsupportedImage(ValueError):
@@ -97,13 +111,13 @@ def make_thumbnail(image: Image.Image) -> bytes:
 
 
 def _info(image: Image.Image) -> ImageInfo:
-    if image.format not in _FORMATS:
+    mime = Image.MIME.get(image.format or "")
+    if mime not in STORED_TYPES:
         raise UnsupportedImage(f"{image.format or 'unknown'} images are not supported")
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise UnsupportedImage(f"{width}×{height} is larger than FlowStudio stores")
-    mime, ext = _FORMATS[image.format]
-    return ImageInfo(mime=mime, ext=ext, width=width, height=height)
+    return ImageInfo(mime=mime, ext=EXTENSIONS[mime], width=width, height=height)
 
 
 def _has_alpha(image: Image.Image) -> bool:

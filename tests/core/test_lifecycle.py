@@ -15,7 +15,7 @@ from flowstudio.app import create_app
 from flowstudio.auth.models import LoginFailure, UserSession
 from flowstudio.auth.ratelimit import LoginRateLimiter
 from flowstudio.db import utcnow
-from flowstudio.generations.events import RESYNC
+from flowstudio.generations.events import RESYNC, Event
 from flowstudio.generations.maintenance import collect_garbage
 from flowstudio.generations.models import Generation
 from flowstudio.generations.worker import Worker
@@ -260,14 +260,14 @@ async def test_a_stalled_subscriber_gets_resync(app):
     run_id = uuid.uuid4()
     with bus.subscribe(run_id) as subscription:
         for index in range(2500):
-            bus.publish({"run_id": str(run_id), "id": str(index), "status": "pending"})
+            bus.publish(Event(kind="generation", data=str(index), run_id=str(run_id)))
         assert subscription.overflowed >= 1
         assert subscription.queue.qsize() <= 1000  # bounded
         # What was dropped is replaced by one `resync`, ahead of what came after it.
         assert await subscription.get(timeout=1) is RESYNC
         rest = [subscription.queue.get_nowait() for _ in range(subscription.queue.qsize())]
     assert rest and all(event is not RESYNC for event in rest)
-    assert rest[-1]["id"] == "2499"
+    assert rest[-1].data == "2499"
 
 
 async def test_the_event_stream_sends_resync_to_a_slow_page(app, alice, live_server):
@@ -285,7 +285,7 @@ async def test_the_event_stream_sends_resync_to_a_slow_page(app, alice, live_ser
         user_id = alice.user["id"]
         for index in range(1500):  # the page reads nothing meanwhile
             bus.publish(
-                {"run_id": run["id"], "user_id": user_id, "id": str(index), "status": "pending"}
+                Event(kind="generation", data=f'{{"n":{index}}}', run_id=run["id"], user_id=user_id)
             )
         received: list[str] = []
         async with asyncio.timeout(10):

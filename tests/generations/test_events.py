@@ -91,3 +91,34 @@ async def test_sse_announces_adoption_changes(app, alice, live_server):
     assert events[0]["adopted_generation_id"] == second["id"] != first["id"]
     assert events[0]["invalidated_steps"] == ["scene"]
     assert events[1]["adopted_generation_id"] is None and events[1]["step_id"] == "object"
+
+
+async def test_an_event_is_what_the_detail_view_says_and_a_long_chinese_prompt_fits(
+    app, alice, live_server
+):
+    """A generation event carries the generation exactly as GET /api/history/{id} shows it
+    (one builder), serialised once; a prompt too long for a NOTIFY payload is cut in the event
+    (never in the row), also when it is CJK text of three bytes a character."""
+    prompt = "一只红色的陶瓷茶壶，放在木桌上。" * 240  # 3,840 characters, 11,520 bytes
+    run = await start_run(alice, "quick", prompt="short")
+    cookies = dict(alice.http.cookies)
+
+    def done(events):
+        return any(e["status"] in ("succeeded", "failed") for e in events)
+
+    listener = asyncio.create_task(collect_events(live_server, cookies, run["id"], until=done))
+    await asyncio.sleep(0.3)
+    response = await generate(alice, run["id"], "image", wait=False, prompt=prompt)
+    assert response.status_code == 202, response.text
+    events = await asyncio.wait_for(listener, 20)
+    final = events[-1]
+    assert final["prompt_truncated"] is True
+    assert final["prompt"] == prompt[:500] + "…"
+    detail = (await alice.get(f"/api/history/{final['id']}")).json()
+    assert detail["prompt"] == prompt
+    shown = {k: v for k, v in final.items() if k not in ("event", "prompt", "prompt_truncated")}
+    assert shown == {
+        k: v
+        for k, v in detail.items()
+        if k not in ("prompt", "run_title", "step_title", "flow_title", "purge_after")
+    }

@@ -3,16 +3,21 @@ detail view (HistoryItem through pydantic) says, for every kind of generation, o
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pydantic_core
 import pytest
+from PIL import Image
 from sqlalchemy import text, update
 
+from flowstudio.generations import history, history_json, repository
 from flowstudio.generations.history_json import SQLiteValues
 from flowstudio.generations.models import Generation
+from flowstudio.generations.repository import HistoryFilters
+from flowstudio.generations.schemas import HistoryList
 from tests.fixtures.flows import adopt, generate_ok, png_bytes, start_run
 
 
@@ -134,3 +139,79 @@ async def test_stored_documents_come_out_as_json(app, alice, backend):
     assert outputs[empty["id"]] == {}
     if backend == "sqlite":
         assert outputs[odd["id"]] == {"a": None, "b": [None, None], "c": 1}
+
+
+def _image(fmt: str, color: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(out, format=fmt)
+    return out.getvalue()
+
+
+async def test_list_page_is_byte_equal_to_the_builder(app, alice):
+    """The fast path (history_json, from untyped rows) writes the very bytes the one builder of
+    a generation's public shape (schemas.to_read through HistoryItem) writes: every status,
+    no asset, a generated image, uploads of each stored type, adopted, failed, in the trash."""
+    ctx = app.state.ctx
+    run = await start_run(alice, product='a tin lantern, «bright» — naïve \\ "quoted"')
+    made = await generate_ok(alice, run["id"], "object", count=3, temperature=0.35, seed=7)
+    await adopt(alice, run["id"], "object", made[0]["id"])
+    await generate_ok(alice, run["id"], "object", prompt="lantern [fail:content_blocked]")
+    for fmt, color in (("PNG", (1, 2, 3)), ("JPEG", (90, 20, 20)), ("WEBP", (5, 99, 5))):
+        upload = await alice.post(
+            f"/api/runs/{run['id']}/steps/object/assets",
+            files={"file": (f"x.{fmt.lower()}", _image(fmt, color), f"image/{fmt.lower()}")},
+        )
+        assert upload.status_code in (200, 201), upload.text
+    later = await generate_ok(alice, run["id"], "scene", count=3)
+    future = datetime.now(UTC) + timedelta(days=1)
+    async with ctx.sessions() as db:
+        for generation, status in zip(later, ("pending", "running", "canceled"), strict=True):
+            await db.execute(
+                update(Generation)
+                .where(Generation.id == uuid.UUID(generation["id"]))
+                .values(status=status, next_attempt_at=future, lease_expires_at=future)
+            )
+        await db.commit()
+    deleted = await alice.delete(f"/api/history/{made[2]['id']}")
+    assert deleted.status_code == 200, deleted.text
+
+    user_id = uuid.UUID(alice.user["id"])
+    for filters in (HistoryFilters(), HistoryFilters(deleted=True)):
+        rows = await ctx.reads.run(
+            repository.history_rows, user_id=user_id, filters=filters, after=None, limit=100
+        )
+        values = history_json.row_values(ctx.reads.dialect)
+        context = await history.run_context(ctx.reads, history_json.run_ids(rows, values))
+        fast = history_json.render_page(
+            rows,
+            values=values,
+            context=context,
+            trash_days=ctx.settings.trash_days,
+            next_cursor="next",
+            documents_as_stored=False,
+        )
+        async with ctx.sessions() as db:
+            typed = [
+                await repository.get_owned(
+                    db,
+                    user_id=user_id,
+                    generation_id=values.uuid(row[0]),
+                    include_deleted=True,
+                )
+                for row in rows
+            ]
+            items = await history.describe(db, typed, trash_days=ctx.settings.trash_days)
+        built = HistoryList(items=items, next_cursor="next").model_dump_json().encode()
+        assert fast == built
+        shown = json.loads(fast)["items"]
+        if filters.deleted:
+            assert [item["id"] for item in shown] == [made[2]["id"]]
+            continue
+        kinds = {(i["status"], i["source"], (i["asset"] or {}).get("mime")) for i in shown}
+        assert {k[0] for k in kinds} == {"pending", "running", "succeeded", "failed", "canceled"}
+        assert {k[2] for k in kinds if k[1] == "upload"} == {
+            "image/png",
+            "image/jpeg",
+            "image/webp",
+        }
+        assert any(i["adopted"] for i in shown) and any(i["error"] for i in shown)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, func, make_url, select
@@ -22,9 +23,53 @@ _PENDING_KEY = "flowstudio_events"
 _MAX_PAYLOAD = 7000
 
 
-# Control events a subscriber receives besides the published ones (`event` names the kind).
-RESYNC = {"event": "resync"}  # events were dropped: reload the state from the API
-RECONNECT = {"event": "reconnect"}  # this process is stopping: connect again (to another one)
+# Fields of an event on the NOTIFY channel, joined by a character JSON text never holds raw.
+_SEPARATOR = "\x1f"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event, serialised once when it is emitted: `data` is the JSON an event stream sends,
+    and the same text travels through NOTIFY and reaches every subscriber unchanged."""
+
+    kind: str  # "generation", "adoption", or a control event ("resync", "reconnect")
+    data: str = "{}"
+    run_id: str | None = None
+    user_id: str | None = None
+    status: str | None = None  # a generation event's new status (the worker wakes on pending)
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        body: dict[str, Any],
+        *,
+        run_id: uuid.UUID,
+        user_id: uuid.UUID,
+        status: str | None = None,
+    ) -> Event:
+        data = _json(body)
+        if len(data.encode()) > _MAX_PAYLOAD and isinstance(body.get("prompt"), str):
+            data = _json(dict(body, prompt=body["prompt"][:500] + "…", prompt_truncated=True))
+        return cls(kind, data, str(run_id), str(user_id), status)
+
+    @property
+    def sse(self) -> bytes:
+        return f"event: {self.kind}\ndata: {self.data}\n\n".encode()
+
+    def encode(self) -> str:
+        fields = (self.kind, self.run_id or "", self.user_id or "", self.status or "", self.data)
+        return _SEPARATOR.join(fields)
+
+    @classmethod
+    def decode(cls, text: str) -> Event:
+        kind, run_id, user_id, status, data = text.split(_SEPARATOR, 4)
+        return cls(kind, data, run_id or None, user_id or None, status or None)
+
+
+# Control events a subscriber receives besides the published ones.
+RESYNC = Event("resync")  # events were dropped: reload the state from the API
+RECONNECT = Event("reconnect")  # this process is stopping: connect again (to another one)
 
 
 class Subscription:
@@ -35,19 +80,19 @@ class Subscription:
     def __init__(self, bus: EventBus, run_id: uuid.UUID | None, maxsize: int = 1000) -> None:
         self.bus = bus
         self.run_id = run_id
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
         self.overflowed = 0  # how many times events were dropped
 
-    def deliver(self, payload: dict[str, Any]) -> None:
+    def deliver(self, event: Event) -> None:
         try:
-            self.queue.put_nowait(payload)
+            self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed += 1
             while not self.queue.empty():
                 self.queue.get_nowait()
             self.queue.put_nowait(RESYNC)
 
-    async def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+    async def get(self, timeout: float | None = None) -> Event | None:
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
@@ -79,17 +124,16 @@ class EventBus:
         event.listen(self.session_class, "after_soft_rollback", self._after_rollback)
 
     # -- emitting ---------------------------------------------------------------------------
-    async def emit(self, db: AsyncSession, payload: dict[str, Any]) -> None:
+    async def emit(self, db: AsyncSession, event: Event) -> None:
         """Queue an event in the caller's transaction; it is delivered only if that commits."""
         if self.uses_notify:
-            await db.execute(select(func.pg_notify(CHANNEL, _encode(payload))))
+            await db.execute(select(func.pg_notify(CHANNEL, event.encode())))
         else:
-            # Same JSON shape as a NOTIFY payload, so subscribers see one format.
-            db.sync_session.info.setdefault(_PENDING_KEY, []).append(json.loads(_encode(payload)))
+            db.sync_session.info.setdefault(_PENDING_KEY, []).append(event)
 
     def _after_commit(self, session: Session) -> None:
-        for payload in session.info.pop(_PENDING_KEY, []):
-            self.publish(payload)
+        for pending in session.info.pop(_PENDING_KEY, []):
+            self.publish(pending)
 
     def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
         if previous_transaction.parent is None:
@@ -103,11 +147,10 @@ class EventBus:
             for subscription in list(subscribers):
                 subscription.deliver(RECONNECT)
 
-    def publish(self, payload: dict[str, Any]) -> None:
-        run_id = payload.get("run_id")
-        key = uuid.UUID(run_id) if isinstance(run_id, str) else run_id
+    def publish(self, event: Event) -> None:
+        key = uuid.UUID(event.run_id) if event.run_id else None
         for subscription in list(self._by_run.get(key, ())) + list(self._by_run.get(None, ())):
-            subscription.deliver(payload)
+            subscription.deliver(event)
 
     # -- subscribing ------------------------------------------------------------------------
     def subscribe(self, run_id: uuid.UUID | None = None) -> Subscription:
@@ -177,14 +220,10 @@ class EventBus:
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
-            self.publish(json.loads(payload))
+            self.publish(Event.decode(payload))
         except ValueError:
             log.warning("ignored a malformed event payload")
 
 
-def _encode(payload: dict[str, Any]) -> str:
-    text = json.dumps(payload, default=str, separators=(",", ":"))
-    if len(text.encode()) > _MAX_PAYLOAD and isinstance(payload.get("prompt"), str):
-        trimmed = dict(payload, prompt=payload["prompt"][:500] + "…", prompt_truncated=True)
-        text = json.dumps(trimmed, default=str, separators=(",", ":"))
-    return text
+def _json(body: dict[str, Any]) -> str:
+    return json.dumps(body, default=str, separators=(",", ":"), ensure_ascii=False)

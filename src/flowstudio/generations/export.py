@@ -16,10 +16,10 @@ from flowstudio.context import AppContext
 from flowstudio.errors import NotFound
 from flowstudio.generations import history, repository
 from flowstudio.generations.models import Generation
+from flowstudio.imaging import extension_for
 from flowstudio.storage import StorageError
 
 BATCH = 200
-_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 @dataclass
@@ -78,7 +78,7 @@ async def export_history(
                 if generation.object_key and generation.status == "succeeded":
                     name = (
                         f"images/{generation.run_id}/{generation.step_id}/"
-                        f"{generation.id}.{_EXT.get(generation.mime or '', 'bin')}"
+                        f"{generation.id}.{extension_for(generation.mime)}"
                     )
                     try:
                         data = await ctx.store.get(generation.object_key)

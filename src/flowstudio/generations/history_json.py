@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pydantic_core
 
+from flowstudio.generations.schemas import asset_values, error_values
 from flowstudio.pagination import Position
 
 RunContext = Mapping[uuid.UUID, tuple[str, str | None, dict[str, str]]]
@@ -152,9 +153,15 @@ def render_page(
     context: RunContext,
     trash_days: int,
     next_cursor: str | None,
+    documents_as_stored: bool = True,
 ) -> bytes:
-    """`{"items": [...], "next_cursor": ...}` for untyped rows of COLUMNS + the adopted flag."""
+    """`{"items": [...], "next_cursor": ...}` for untyped rows of COLUMNS + the adopted flag.
+
+    Stored JSON documents (params, output) go in as the database wrote them, spacing and all;
+    with `documents_as_stored=False` they are parsed and written again (compact)."""
     try:
+        if not documents_as_stored:
+            raise orjson.JSONEncodeError
         return orjson.dumps(_page(rows, values, values.document, context, trash_days, next_cursor))
     except orjson.JSONEncodeError:
         # orjson stops at 64-bit integers; a document may hold a bigger one.
@@ -215,18 +222,15 @@ def _page(
         title, flow_title, step_titles = run
         asset = None
         if object_key and status == "succeeded":
-            base = f"/api/history/{item_id}"
-            asset = {
-                "key": object_key,
-                "mime": mime or "application/octet-stream",
-                "width": width or 0,
-                "height": height or 0,
-                "size_bytes": size_bytes or 0,
-                "sha256": sha256 or "",
-                "url": f"{base}/image",
-                "thumbnail_url": f"{base}/thumbnail",
-                "download_url": f"{base}/download",
-            }
+            asset = asset_values(
+                item_id,
+                object_key=object_key,
+                mime=mime,
+                width=width,
+                height=height,
+                size_bytes=size_bytes,
+                sha256=sha256,
+            )
         purge_after = None
         if deleted_at is not None:
             purge_after = _iso(values.time(deleted_at) + timedelta(days=trash_days))
@@ -247,9 +251,7 @@ def _page(
                 "provider": provider,
                 "model": model,
                 "provider_request_id": provider_request_id,
-                "error": (
-                    {"code": error_code, "message": error_message or ""} if error_code else None
-                ),
+                "error": error_values(error_code, error_message),
                 "asset": asset,
                 "output": document(output) or {},
                 "attempts": attempts,

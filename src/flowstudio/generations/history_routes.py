@@ -24,13 +24,13 @@ from flowstudio.generations.schemas import (
     HistoryItem,
     HistoryList,
 )
+from flowstudio.imaging import STORED_TYPES, extension_for
 from flowstudio.storage import ObjectNotFound
 
 router = APIRouter(prefix="/api/history", tags=["history"])
 
 NOT_FOUND = (404, "not_found: no such generation (or not yours)")
 SIGNED_URL_LIFETIME = timedelta(minutes=5)
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 _NUMBER = re.compile(r"\s*[+-]?\d+(?:\.\d*)?\s*")
@@ -189,7 +189,7 @@ ASSET_RESPONSES = {
         401, (404, "not_found: no such generation (or not yours), or it has no image"), 422
     ),
     200: {
-        "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+        "content": {mime: {} for mime in sorted(STORED_TYPES)},
         "description": "the bytes (local storage)",
     },
     302: {"description": "a short-lived signed URL (S3 / R2 storage)"},
@@ -224,7 +224,7 @@ async def _serve_asset(
     filename = None
     if kind == "download":
         stamp = generation.created_at.strftime("%Y%m%d-%H%M%S")
-        ext = _EXTENSIONS.get(mime, "bin")
+        ext = extension_for(mime)
         filename = (
             f"{generation.flow_slug}-{generation.step_id}-{stamp}-{str(generation.id)[:8]}.{ext}"
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -196,28 +195,25 @@ async def run_events(
 ) -> StreamingResponse:
     await runs_service.get_owned_run(db, user=user, run_id=run_id)
     subscription = ctx.bus.subscribe(run_id)
+    user_id = str(user.id)
 
     async def stream() -> AsyncIterator[bytes]:
         try:
             yield b": connected\nretry: 2000\n\n"
             while True:
-                payload = await subscription.get(timeout=KEEPALIVE_SECONDS)
-                if payload is None:
+                event = await subscription.get(timeout=KEEPALIVE_SECONDS)
+                if event is None:
                     if await request.is_disconnected():
                         return
                     yield b": keepalive\n\n"
                     continue
-                if payload is RESYNC or payload is RECONNECT:
-                    yield f"event: {payload['event']}\ndata: {{}}\n\n".encode()
-                    if payload is RECONNECT:
+                if event is RESYNC or event is RECONNECT:
+                    yield event.sse
+                    if event is RECONNECT:
                         return  # the process is stopping; the page connects again
                     continue
-                if payload.get("user_id") != str(user.id):
-                    continue
-                kind = payload.get("event", "generation")
-                payload = {k: v for k, v in payload.items() if k not in ("user_id", "event")}
-                data = json.dumps(payload, separators=(",", ":"))
-                yield f"event: {kind}\ndata: {data}\n\n".encode()
+                if event.user_id == user_id:
+                    yield event.sse
         except asyncio.CancelledError:
             raise
         finally:

@@ -70,7 +70,6 @@ class GenerationRead(BaseModel):
 
 
 ReadT = TypeVar("ReadT", bound=GenerationRead)
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class GenerateResponse(BaseModel):
@@ -83,19 +82,35 @@ class CandidateList(BaseModel):
     adopted_generation_id: uuid.UUID | None
 
 
-_set_attribute = object.__setattr__
+def asset_values(
+    generation_id: str,
+    *,
+    object_key: str,
+    mime: str | None,
+    width: int | None,
+    height: int | None,
+    size_bytes: int | None,
+    sha256: str | None,
+) -> dict[str, Any]:
+    """The fields of `AssetRead`: the one place a generation's asset URLs are made (the typed
+    view below and the list pages' fast path in history_json both call it)."""
+    base = f"/api/history/{generation_id}"
+    return {
+        "key": object_key,
+        "mime": mime or "application/octet-stream",
+        "width": width or 0,
+        "height": height or 0,
+        "size_bytes": size_bytes or 0,
+        "sha256": sha256 or "",
+        "url": f"{base}/image",
+        "thumbnail_url": f"{base}/thumbnail",
+        "download_url": f"{base}/download",
+    }
 
 
-def _construct(model: type[ModelT], values: dict[str, Any]) -> ModelT:
-    """`model.model_construct(**values)` when `values` names every field: what it does, without
-    its per-field walk over aliases and defaults (a tenth of its cost; history pages build
-    hundreds of these). Only for our own, already-typed values."""
-    instance = model.__new__(model)
-    _set_attribute(instance, "__dict__", values)
-    _set_attribute(instance, "__pydantic_fields_set__", set(values))
-    _set_attribute(instance, "__pydantic_extra__", None)
-    _set_attribute(instance, "__pydantic_private__", None)
-    return instance
+def error_values(code: str | None, message: str | None) -> dict[str, str] | None:
+    """The fields of `ErrorRead`, or None for a generation without an error."""
+    return {"code": code, "message": message or ""} if code else None
 
 
 def to_read(
@@ -105,40 +120,33 @@ def to_read(
     model: type[ReadT] = GenerationRead,  # type: ignore[assignment]
     **extra: Any,
 ) -> ReadT:
-    """The API view of a generation. Built without re-validation: every value comes from our
-    own row, and validating nested models per item was most of a page's cost. (History list
-    pages skip models altogether: see history_json, held equal to this by a test.)"""
+    """The API view of a generation: the one builder of its public shape. Built without
+    re-validation (`model_construct`): every value comes from our own typed row. History list
+    pages write the same document straight from untyped rows (history_json); a test holds
+    the two byte-equal."""
     asset = None
     if generation.object_key and generation.status == "succeeded":
-        base = f"/api/history/{generation.id}"
-        asset = _construct(
-            AssetRead,
-            dict(
-                key=generation.object_key,
-                mime=generation.mime or "application/octet-stream",
-                width=generation.width or 0,
-                height=generation.height or 0,
-                size_bytes=generation.size_bytes or 0,
-                sha256=generation.sha256 or "",
-                url=f"{base}/image",
-                thumbnail_url=f"{base}/thumbnail",
-                download_url=f"{base}/download",
-            ),
+        asset = AssetRead.model_construct(
+            **asset_values(
+                str(generation.id),
+                object_key=generation.object_key,
+                mime=generation.mime,
+                width=generation.width,
+                height=generation.height,
+                size_bytes=generation.size_bytes,
+                sha256=generation.sha256,
+            )
         )
-    error = None
-    if generation.error_code:
-        error = _construct(
-            ErrorRead, {"code": generation.error_code, "message": generation.error_message or ""}
-        )
-    values = dict(
+    error = error_values(generation.error_code, generation.error_message)
+    return model.model_construct(
         id=generation.id,
         run_id=generation.run_id,
         step_id=generation.step_id,
         flow=generation.flow_slug,
         batch_id=generation.batch_id,
         batch_index=generation.batch_index,
-        source=generation.source,  # type: ignore[arg-type]
-        status=generation.status,  # type: ignore[arg-type]
+        source=generation.source,
+        status=generation.status,
         prompt=generation.prompt,
         params=generation.params,
         temperature=generation.temperature,
@@ -146,7 +154,7 @@ def to_read(
         provider=generation.provider,
         model=generation.model,
         provider_request_id=generation.provider_request_id,
-        error=error,
+        error=ErrorRead.model_construct(**error) if error else None,
         asset=asset,
         output=generation.output or {},
         attempts=generation.attempts,
@@ -158,16 +166,6 @@ def to_read(
         deleted_at=generation.deleted_at,
         **extra,
     )
-    if values.keys() != model.__pydantic_fields__.keys():
-        return model.model_construct(**values)  # defaults left out, or names it does not have
-    return _construct(model, values)
-
-
-def event_payload(generation: Generation, *, adopted: bool = False) -> dict[str, Any]:
-    """What a `generation` event carries: the generation as the API shows it, plus its owner."""
-    payload = to_read(generation, adopted=adopted).model_dump(mode="json")
-    payload["user_id"] = str(generation.user_id)
-    return payload
 
 
 class HistoryItem(GenerationRead):

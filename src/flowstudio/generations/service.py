@@ -33,9 +33,9 @@ from flowstudio.errors import (
 )
 from flowstudio.flows import PromptRenderError, render_prompt
 from flowstudio.generations import repository
-from flowstudio.generations.events import EventBus
+from flowstudio.generations.events import Event, EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
-from flowstudio.generations.schemas import GenerateBody, event_payload
+from flowstudio.generations.schemas import GenerateBody, to_read
 from flowstudio.ids import uuid7
 from flowstudio.imaging import UnsupportedImage, process_image
 from flowstudio.pagination import CursorCodec, Position
@@ -55,10 +55,17 @@ class IdempotencyConflict(Conflict):
     title = "This Idempotency-Key was used for another request"
 
 
-def _status_event(generation: Generation) -> dict[str, Any]:
-    """The `generation` event of a status change. It says `adopted: false` whatever the step's
-    adoption: adoption changes have their own `adoption` event, on which pages reload the run."""
-    return event_payload(generation, adopted=False)
+def _status_event(generation: Generation) -> Event:
+    """The `generation` event of a status change: the generation as the API shows it. It says
+    `adopted: false` whatever the step's adoption: adoption changes have their own `adoption`
+    event, on which pages reload the run."""
+    return Event.of(
+        "generation",
+        to_read(generation, adopted=False).model_dump(mode="json"),
+        run_id=generation.run_id,
+        user_id=generation.user_id,
+        status=generation.status,
+    )
 
 
 async def record_change(

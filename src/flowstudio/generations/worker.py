@@ -128,9 +128,9 @@ class Worker:
     async def _wake_on_events(self) -> None:
         with self.bus.subscribe(None) as subscription:
             while True:
-                payload = await subscription.queue.get()
+                event = await subscription.queue.get()
                 # `resync`: events were dropped, one of them may have been new work.
-                if payload.get("status") == "pending" or payload is RESYNC:
+                if event.status == "pending" or event is RESYNC:
                     self._wake.set()
 
     async def _claim_loop(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from ..imaging import extension_for, sniff_image_mime
 from .base import (
     ContentBlocked,
     GenerationRequest,
@@ -506,22 +507,8 @@ def decode_base64_image(value: Any, label: str, request_id: str | None) -> bytes
     return data
 
 
-def sniff_image_mime(data: bytes) -> str | None:
-    """The image type from the first bytes, or ``None`` for something else."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
-
-
 def image_filename(index: int, mime: str) -> str:
-    ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-    return f"input-{index + 1}.{ext.get(mime, 'png')}"
+    return f"input-{index + 1}.{extension_for(mime, 'png')}"
 
 
 def input_mime(data: bytes, declared: str) -> str:

@@ -136,7 +136,8 @@ class OpenAIProvider(KeyedHttpImageProvider):
                 provider_request_id=request_id,
             )
         output_format = payload.get("output_format") or fields.get("output_format")
-        mime = sniff_image_mime(image) or _mime_for_format(output_format)
+        # Bytes that are no image fail when the worker inspects them; the type is not guessed.
+        mime = sniff_image_mime(image) or "application/octet-stream"
 
         ignored = [
             name
@@ -220,12 +221,6 @@ def _form_value(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
-
-
-def _mime_for_format(output_format: Any) -> str:
-    return {"jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}.get(
-        str(output_format).lower(), "image/png"
-    )
 
 
 def _describe(payload: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from flowstudio.db import utcnow
 from flowstudio.errors import NotAdoptable, NotFound, ValidationFailed
 from flowstudio.flows import FlowDefinition, FlowRegistry, RunInputError, UnknownFlow, UnknownStep
 from flowstudio.generations import repository as generations_repo
-from flowstudio.generations.events import EventBus
+from flowstudio.generations.events import Event, EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.generations.schemas import to_read
 from flowstudio.pagination import CursorCodec, Position
@@ -213,17 +213,13 @@ async def _emit_adoption(
     """An `adoption` event tells other tabs and instances that the run's adoptions changed."""
     if bus is None:
         return
-    await bus.emit(
-        db,
-        {
-            "event": "adoption",
-            "run_id": str(run.id),
-            "user_id": str(run.user_id),
-            "step_id": step_id,
-            "adopted_generation_id": str(generation_id) if generation_id else None,
-            "invalidated_steps": invalidated,
-        },
-    )
+    body = {
+        "run_id": str(run.id),
+        "step_id": step_id,
+        "adopted_generation_id": str(generation_id) if generation_id else None,
+        "invalidated_steps": invalidated,
+    }
+    await bus.emit(db, Event.of("adoption", body, run_id=run.id, user_id=run.user_id))
 
 
 async def adopt_candidate(

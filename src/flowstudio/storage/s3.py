@@ -105,8 +105,6 @@ class S3ObjectStore(ObjectStore):
         client_options: Mapping[str, Any] | None = None,
         retry_config: Mapping[str, Any] | None = None,
         check_timeout: float = 5.0,
-        delete_attempts: int = 3,
-        delete_retry_delay: float = 0.2,
     ) -> None:
         if not bucket:
             raise ValueError("S3 bucket name must not be empty")
@@ -114,8 +112,6 @@ class S3ObjectStore(ObjectStore):
             raise ValueError("access_key_id and secret_access_key must be given together")
         if check_timeout <= 0:
             raise ValueError("check_timeout must be positive")
-        if delete_attempts < 1:
-            raise ValueError("delete_attempts must be at least 1")
         prefix = (prefix or "").strip("/")
         if prefix:
             validate_key(prefix)
@@ -125,8 +121,6 @@ class S3ObjectStore(ObjectStore):
         self._endpoint = endpoint
         self._region = region
         self._check_timeout = check_timeout
-        self._delete_attempts = delete_attempts
-        self._delete_retry_delay = delete_retry_delay
 
         config: dict[str, Any] = {}
         options: dict[str, Any] = dict(_DEFAULT_CLIENT_OPTIONS)
@@ -301,23 +295,16 @@ class S3ObjectStore(ObjectStore):
                 )
 
     async def _delete_batch(self, batch: list[str]) -> bool:
-        for attempt in range(self._delete_attempts):
-            try:
-                await obstore.delete_async(self._store, batch)
-                return True
-            except _NOT_FOUND:
-                return True
-            except Exception as exc:
-                logger.warning(
-                    "S3 delete of %d keys failed (attempt %d/%d): %s",
-                    len(batch),
-                    attempt + 1,
-                    self._delete_attempts,
-                    _summary(exc),
-                )
-            if attempt + 1 < self._delete_attempts:
-                await asyncio.sleep(self._delete_retry_delay * 2**attempt)
-        return False
+        # Transient failures are retried by obstore (the client's RetryConfig), the one retry
+        # layer; what still fails is reported, and the caller records the keys to try later.
+        try:
+            await obstore.delete_async(self._store, batch)
+        except _NOT_FOUND:
+            pass
+        except Exception as exc:
+            logger.warning("S3 delete of %d keys failed: %s", len(batch), _summary(exc))
+            return False
+        return True
 
     async def delete_many(self, keys: Sequence[str]) -> list[str]:
         if isinstance(keys, str):
