@@ -1,9 +1,4 @@
-"""Initial schema: users, sessions, API tokens, runs, run steps and generations.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-22 04:19:44.851480
-"""
+"""Initial schema: users, sessions, API tokens, runs, run steps and generations."""
 
 from __future__ import annotations
 
@@ -14,8 +9,6 @@ import flowstudio.db
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,9 +1,4 @@
-"""Full-text search over prompts: an FTS5 index on SQLite, a tsvector + GIN index on PostgreSQL.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-22
-"""
+"""Full-text search over prompts: an FTS5 index on SQLite, a tsvector + GIN index on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,8 +6,6 @@ from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,9 +1,5 @@
 """SQLite prompt search per owner: the FTS5 table also indexes the owner, so a user's matches are
 found newest first without materialising every user's matches.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-22
 """
 
 from __future__ import annotations
@@ -12,8 +8,6 @@ from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 _ROWID = "(SELECT rowid FROM generation_search WHERE generation_id = {row}.id)"
 

@@ -8,10 +8,6 @@ the page. This table lets a search turn a prefix into its terms.
 New terms come from FTS5 itself, so they are tokenized exactly like the index: a trigger puts the
 prompt into an empty contentless FTS5 table with the same tokenizer, copies that table's
 vocabulary, and empties it again. Terms of deleted prompts stay (an extra term matches nothing).
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-04
 """
 
 from __future__ import annotations
@@ -20,8 +16,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 _TOKENIZER = "tokenize='unicode61 remove_diacritics 2'"  # as generations_fts (0002, 0003)
 _COLLECT = (

@@ -16,10 +16,6 @@ retry, release, recovery, cancel, delete, purge), in the same transaction:
 On PostgreSQL the trigger locks the user's row. A transaction that changes the rows of several
 users therefore takes those locks in the order it changes the rows; code that does so changes
 them in user order (recovery does), so two such transactions cannot deadlock.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-06
 """
 
 from __future__ import annotations
@@ -29,8 +25,6 @@ from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 _PENDING = sa.text("status = 'pending'")
 _QUEUED = "('pending', 'running')"

@@ -1,9 +1,4 @@
-"""Failed sign-ins in the database: one throttle for every web process, bounded by its window.
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-06
-"""
+"""Failed sign-ins in the database: one throttle for every web process, bounded by its window."""
 
 from __future__ import annotations
 
@@ -12,8 +7,6 @@ from alembic import op
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
