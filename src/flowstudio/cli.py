@@ -305,6 +305,7 @@ def gc(
         str(report.recorded_deleted),
     )
     table.add_row(f"expired trash rows that {verb} purged", str(report.trash_purged))
+    table.add_row(f"deleted runs left empty that {verb} purged", str(report.runs_purged))
     table.add_row(
         f"generations that {verb} moved to trash by retention", str(report.retention_trashed)
     )

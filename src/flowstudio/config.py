@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowstudio.db import d1
+
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "changethis", "placeholder"})
 
 
@@ -30,7 +32,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL; default sqlite+aiosqlite:///<data_dir>/flowstudio.db. "
-        "PostgreSQL: postgresql+asyncpg://user:pass@host/db",
+        "PostgreSQL: postgresql+asyncpg://user:pass@host/db. Cloudflare D1: d1://ACCOUNT_ID/DATABASE_ID",
+    )
+    d1_api_token: SecretStr | None = Field(
+        None, description="Cloudflare API token with D1 edit rights (else CLOUDFLARE_API_TOKEN)."
+    )
+    d1_api_url: str = Field(
+        d1.DEFAULT_API_URL, description="Cloudflare API base for D1 (a local D1 in tests)."
     )
     storage_url: str | None = Field(
         None,
@@ -172,7 +180,25 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
+        if self.is_d1 and not (self.database_url or "").startswith(d1.SQLALCHEMY_DRIVERNAME):
+            # Cloudflare's own variable is the fallback. Read here, not as an alias of the field:
+            # pydantic-settings matches aliases case-insensitively, so the alias also took the
+            # `cloudflare_api_token` keyword (the Workers AI provider's setting).
+            token = (
+                self.d1_api_token.get_secret_value()
+                if self.d1_api_token
+                else os.environ.get("CLOUDFLARE_API_TOKEN", "")
+            )
+            url = d1.sqlalchemy_url(
+                self.database_url or "", api_token=token, api_url=self.d1_api_url
+            )
+            return url.render_as_string(hide_password=False)
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'flowstudio.db'}"
+
+    @property
+    def is_d1(self) -> bool:
+        url = self.database_url or ""
+        return url.startswith((f"{d1.URL_SCHEME}://", d1.SQLALCHEMY_DRIVERNAME))
 
     @property
     def resolved_storage_url(self) -> str:
@@ -180,7 +206,8 @@ class Settings(BaseSettings):
 
     @property
     def is_sqlite(self) -> bool:
-        return self.resolved_database_url.startswith("sqlite")
+        """The embedded SQLite file (D1 is SQLite too, but a service of its own)."""
+        return not self.is_d1 and self.resolved_database_url.startswith("sqlite")
 
     @property
     def secure_cookies(self) -> bool:

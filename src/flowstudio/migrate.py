@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", "flowstudio:migrations")
-    config.set_main_option("sqlalchemy.url", url)
+    # The config is an INI parser: a % (URL-encoded characters) must be doubled.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

@@ -297,3 +297,44 @@ class TestModelDefaults:
 
     def test_input_label_default(self) -> None:
         assert FlowInput(name="main_subject").label == "Main subject"
+
+    def test_kind_defaults_to_edit_when_inputs_are_listed(self) -> None:
+        assert FlowStep(id="b", prompt="p", inputs=("a",)).kind == "edit"
+        assert FlowStep(id="b", prompt="p", inputs=("a",), kind="generate").kind == "generate"
+
+    def test_size_as_in_flow_files(self) -> None:
+        step = FlowStep(id="a", prompt="p", size="640x480")
+        assert (step.width, step.height) == (640, 480)
+
+
+class TestModelErrors:
+    """The models word their errors for flow files; the loader adds only file and line."""
+
+    def test_custom_rule_messages(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            FlowStep(id="a", prompt="p", temperature=2.5)
+        (error,) = info.value.errors()
+        assert error["type"] == "temperature_range"
+        assert error["msg"] == '"temperature" must be between 0 and 2, got 2.5'
+
+    def test_no_lax_coercion(self) -> None:
+        with pytest.raises(ValidationError):
+            FlowInput(name="a", required="yes")  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            FlowStep(id="a", prompt="p", seed="4")  # type: ignore[arg-type]
+
+    def test_flow_problems_are_located(self, registry: FlowRegistry) -> None:
+        snapshot = registry.get("product-shot").snapshot()
+        snapshot["steps"][1]["inputs"] = ["missing"]
+        with pytest.raises(ValidationError) as info:
+            FlowDefinition.from_snapshot(snapshot)
+        (error,) = info.value.errors()
+        assert error["type"] == "inconsistent_flow"
+        assert error["ctx"]["loc"] == ("steps", 1, "inputs")
+
+    def test_provider_without_default_model_points_at_the_provider(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            FlowStep(id="a", prompt="p", provider="acme")
+        (error,) = info.value.errors()
+        assert error["ctx"]["loc"] == ("provider",)
+        assert error["msg"].startswith('"model" is required for provider "acme"')

@@ -825,3 +825,92 @@ class TestStepErrors:
             """,
             'step "c": size height',
         )
+
+
+class TestErrorsFromTheModels:
+    """The models' validators decide what is wrong; the loader only locates and words it."""
+
+    def test_misspelt_key_is_reported_before_the_error_it_causes(self, tmp_path: Path) -> None:
+        assert_error(
+            tmp_path,
+            """
+            slug = "x"
+            title = "X"
+            [[steps]]
+            id = "a"
+            prompt = "p"
+            provider = "acme"
+            modle = "m-1"  # <-
+            """,
+            'step "a": unknown key "modle" (did you mean "model"?)',
+        )
+
+    def test_source_is_not_a_file_key(self, tmp_path: Path) -> None:
+        assert_error(
+            tmp_path,
+            """
+            slug = "x"
+            title = "X"
+            source = "elsewhere"  # <-
+            [[steps]]
+            id = "a"
+            prompt = "p"
+            """,
+            'unknown key "source"',
+        )
+
+    def test_empty_slug(self, tmp_path: Path) -> None:
+        assert_error(
+            tmp_path,
+            """
+            slug = "  "  # <-
+            title = "X"
+            [[steps]]
+            id = "a"
+            prompt = "p"
+            """,
+            '"slug" must not be empty',
+        )
+
+    def test_quoted_braces_survive_in_messages(self, tmp_path: Path) -> None:
+        err = assert_error(
+            tmp_path,
+            """
+            slug = "x"
+            title = "X"
+            [[steps]]
+            id = "a"
+            prompt = "{loc} {message}"  # <-
+            """,
+            "",
+        )
+        assert err.reason == 'step "a": prompt uses unknown placeholder "{loc}" (run inputs: none)'
+
+    def test_size_and_width_together(self, tmp_path: Path) -> None:
+        assert_error(
+            tmp_path,
+            """
+            slug = "x"
+            title = "X"
+            [[steps]]
+            id = "a"
+            prompt = "p"
+            width = 512
+            size = "512x512"  # <-
+            """,
+            'step "a": set either "size" or "width" and "height"',
+        )
+
+    def test_whole_number_temperature_is_quoted_as_written(self, tmp_path: Path) -> None:
+        assert_error(
+            tmp_path,
+            """
+            slug = "x"
+            title = "X"
+            [[steps]]
+            id = "a"
+            prompt = "p"
+            temperature = 3  # <-
+            """,
+            '"temperature" must be between 0 and 2, got 3',
+        )

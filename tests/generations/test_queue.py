@@ -329,8 +329,9 @@ async def test_claim_reads_about_as_many_rows_as_it_claims(queue, engine, backen
     await queue.enqueue(heavy, 3000)
     light = await queue.add_user()
     [light_row] = await queue.enqueue(light, 1)
-    explain = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
-    lock = "" if backend == "sqlite" else "FOR UPDATE SKIP LOCKED"
+    sqlite = backend in ("sqlite", "d1")  # D1 is SQLite
+    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+    lock = "" if sqlite else "FOR UPDATE SKIP LOCKED"
     statement = text(
         explain + repository._CLAIM_ROUND_SQL.format(lock=lock, columns="id")
     ).bindparams(

@@ -55,8 +55,11 @@ async def count_expired_sessions(db: AsyncSession, now: datetime) -> int:
 
 
 async def delete_expired_sessions(db: AsyncSession, now: datetime) -> int:
-    result = await db.execute(delete(UserSession).where(UserSession.expires_at <= now))
-    return result.rowcount or 0
+    # RETURNING, not rowcount: on D1 a write without it goes out with the commit's batch.
+    result = await db.execute(
+        delete(UserSession).where(UserSession.expires_at <= now).returning(UserSession.id)
+    )
+    return len(result.all())
 
 
 async def touch_session(db: AsyncSession, session_id: uuid.UUID, now: datetime) -> None:

@@ -1,9 +1,14 @@
 """Flow definition models, prompt templates and run-input validation.
 
-The models are frozen pydantic v2 models. They enforce their own invariants (so a
-definition rebuilt from a stored snapshot is as trustworthy as one loaded from TOML);
-the TOML loader in :mod:`flowstudio.flows.loader` performs the same checks first so that
-it can report them with a file name and line number.
+The models are frozen pydantic v2 models and the single home of every rule a flow must
+follow: a definition rebuilt from a stored snapshot is checked exactly like one loaded
+from TOML. They take the flow-file spelling as input too (``size = "WxH"``, omitted
+titles, labels, kinds and models), and their errors are worded for the people who write
+flow files: the loader in :mod:`flowstudio.flows.loader` only adds the file name, the
+line and, inside a step or input, which one it is.
+
+Errors raised by model-level validators carry ``loc`` in their context: the path, within
+the model that raised them, of the key they are about.
 """
 
 from __future__ import annotations
@@ -12,10 +17,24 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -42,6 +61,7 @@ __all__ = [
     "UnknownStep",
     "default_input_label",
     "default_step_title",
+    "describe_type",
     "flow_problems",
     "parse_size",
     "parse_template",
@@ -50,15 +70,10 @@ __all__ = [
 
 # --------------------------------------------------------------------------- constants
 
-SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
-STEP_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-INPUT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-PROVIDER_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
-
-SLUG_RE = re.compile(SLUG_PATTERN)
-STEP_ID_RE = re.compile(STEP_ID_PATTERN)
-INPUT_NAME_RE = re.compile(INPUT_NAME_PATTERN)
-PROVIDER_RE = re.compile(PROVIDER_PATTERN)
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+STEP_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+INPUT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+PROVIDER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SIZE_RE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
 
 DEFAULT_PROVIDER = "local"
@@ -283,6 +298,29 @@ def default_input_label(name: str) -> str:
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
+_Text = Annotated[str, StringConstraints(strip_whitespace=True)]
+_NonEmptyText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+# Most specific first: a bool is also an int, and a datetime also a date.
+_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    ((list, tuple), "an array"),
+    (Mapping, "a table"),
+    (datetime, "a date-time"),
+    (date, "a date"),
+    (time, "a time"),
+)
+
+
+def describe_type(value: Any) -> str:
+    """How an error message names the type of a TOML or JSON value: ``"an integer"``."""
+    names = (name for types, name in _TYPE_NAMES if isinstance(value, types))
+    return next(names, type(value).__name__)
+
 
 def check_plain_data(value: Any, where: str) -> None:
     """Raise ``ValueError`` unless ``value`` is plain JSON data (no dates, NaN, ...)."""
@@ -305,16 +343,47 @@ def check_plain_data(value: Any, where: str) -> None:
     raise ValueError(f"{where}: {type(value).__name__} values are not allowed")
 
 
+def _located_error(
+    error_type: str, loc: tuple[str | int, ...], message: str
+) -> PydanticCustomError:
+    """An error about the key at ``loc``, relative to the model whose validator raises it."""
+    # pydantic fills in the context in order: the message goes last so that braces it
+    # quotes from a prompt are never taken for a placeholder.
+    return PydanticCustomError(error_type, "{message}", {"loc": loc, "message": message})
+
+
+def _matching(regex: re.Pattern[str], error_type: str, message: str) -> AfterValidator:
+    """Reject a string ``regex`` does not match, with ``message`` (``{value}`` is the string)."""
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise PydanticCustomError(error_type, message.format(value=value))
+        return value
+
+    return AfterValidator(check)
+
+
 class FlowInput(BaseModel):
     """A run input the user fills in when starting a run."""
 
     model_config = _FROZEN
 
-    name: Annotated[str, Field(pattern=INPUT_NAME_PATTERN)]
-    label: Annotated[str, Field(min_length=1)]
-    default: Annotated[str, Field(max_length=MAX_RUN_INPUT_LENGTH)] | None = None
-    required: bool = True
-    multiline: bool = False
+    name: Annotated[
+        str,
+        _matching(
+            INPUT_NAME_RE,
+            "invalid_input_name",
+            'invalid input name "{value}": use 1-64 lowercase letters, digits and "_", '
+            "starting with a letter",
+        ),
+    ]
+    label: _NonEmptyText
+    default: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_RUN_INPUT_LENGTH)]
+        | None
+    ) = None
+    required: StrictBool = True
+    multiline: StrictBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -326,57 +395,132 @@ class FlowInput(BaseModel):
         return data
 
 
+def _step_ids(value: Any) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise PydanticCustomError(
+            "step_ids_type", f'"inputs" must be an array of step ids, not {describe_type(value)}'
+        )
+    if not all(isinstance(item, str) for item in value):
+        raise PydanticCustomError(
+            "step_ids_type", '"inputs" must be an array of step ids (strings)'
+        )
+    return value
+
+
+def _temperature_in_range(value: float) -> float:
+    if not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:  # also rejects nan
+        written = int(value) if value.is_integer() else value  # as in the file: 3, not 3.0
+        raise PydanticCustomError(
+            "temperature_range",
+            f'"temperature" must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, '
+            f"got {written}",
+        )
+    return value
+
+
+def _dimensions(size: Any) -> dict[str, int]:
+    """``width`` and ``height`` from a flow file's ``size = "WIDTHxHEIGHT"``."""
+    if not isinstance(size, str):
+        raise _located_error(
+            "size_type",
+            ("size",),
+            f'"size" must be a string like "1024x1024", not {describe_type(size)}',
+        )
+    try:
+        width, height = parse_size(size.strip())
+    except ValueError as exc:
+        raise _located_error("invalid_size", ("size",), str(exc)) from None
+    return {"width": width, "height": height}
+
+
 class FlowStep(BaseModel):
     """One step of a flow.
 
     ``inputs`` are the ids of earlier steps this step depends on. For ``edit`` steps
     their adopted images are sent to the provider in that order
     (:attr:`image_inputs`); for ``generate`` steps they are dependencies only (their
-    prompts may be quoted with ``{steps.<id>.prompt}``).
+    prompts may be quoted with ``{steps.<id>.prompt}``). A step that does not name its
+    ``kind`` is an edit if it lists inputs and a generation otherwise.
+
+    The dimensions may also be given as in flow files, ``size="WIDTHxHEIGHT"``.
     """
 
     model_config = _FROZEN
 
-    id: Annotated[str, Field(pattern=STEP_ID_PATTERN)]
-    title: Annotated[str, Field(min_length=1)]
+    id: Annotated[
+        str,
+        _matching(
+            STEP_ID_RE,
+            "invalid_step_id",
+            'invalid step id "{value}": use 1-64 lowercase letters, digits, "-" and "_", '
+            "starting with a letter or digit",
+        ),
+    ]
+    title: _NonEmptyText
     kind: StepKind = "generate"
-    prompt: Annotated[str, Field(min_length=1)]
-    provider: Annotated[str, Field(pattern=PROVIDER_PATTERN)] = DEFAULT_PROVIDER
-    model: Annotated[str, Field(min_length=1)]
-    temperature: Annotated[
-        float, Field(ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, allow_inf_nan=False)
-    ] = DEFAULT_TEMPERATURE
-    width: Annotated[int, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION)] = 1024
-    height: Annotated[int, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION)] = 1024
-    seed: Annotated[int, Field(ge=0)] | None = None
-    inputs: tuple[str, ...] = ()
+    prompt: _NonEmptyText
+    provider: Annotated[
+        str, _matching(PROVIDER_RE, "invalid_provider", 'invalid provider name "{value}"')
+    ] = DEFAULT_PROVIDER
+    # Left empty only when neither the step nor its provider names a model: see _has_model.
+    model: _NonEmptyText = ""
+    temperature: Annotated[StrictFloat, AfterValidator(_temperature_in_range)] = DEFAULT_TEMPERATURE
+    width: Annotated[StrictInt, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION)] = 1024
+    height: Annotated[StrictInt, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION)] = 1024
+    seed: Annotated[StrictInt, Field(ge=0)] | None = None
+    inputs: Annotated[tuple[str, ...], BeforeValidator(_step_ids)] = ()
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _fill_defaults(cls, data: Any) -> Any:
-        # ``title`` defaults to a prettified id and ``model`` to the provider's default.
-        if isinstance(data, Mapping):
-            data = dict(data)
-            step_id = data.get("id")
-            if data.get("title") is None and isinstance(step_id, str):
-                data["title"] = default_step_title(step_id)
-            provider = data.get("provider", DEFAULT_PROVIDER)
-            if data.get("model") is None and provider in DEFAULT_MODELS:
-                data["model"] = DEFAULT_MODELS[provider]
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if "size" in data:
+            if "width" in data or "height" in data:
+                raise _located_error(
+                    "size_twice", ("size",), 'set either "size" or "width" and "height"'
+                )
+            data.update(_dimensions(data.pop("size")))
+        step_id = data.get("id")
+        if data.get("title") is None and isinstance(step_id, str):
+            data["title"] = default_step_title(step_id)
+        # An edit needs an input image, so a step that lists inputs most likely edits them.
+        data.setdefault("kind", "edit" if data.get("inputs") else "generate")
+        provider = data.get("provider", DEFAULT_PROVIDER)
+        if data.get("model") is None and isinstance(provider, str) and provider in DEFAULT_MODELS:
+            data["model"] = DEFAULT_MODELS[provider]
         return data
 
     @field_validator("prompt")
     @classmethod
     def _prompt_syntax(cls, value: str) -> str:
-        parse_template(value)  # TemplateError is a ValueError
+        try:
+            parse_template(value)
+        except TemplateError as exc:
+            raise PydanticCustomError("prompt_template", f"prompt: {exc}") from None
         return value
 
     @field_validator("options")
     @classmethod
     def _options_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        check_plain_data(value, "options")
+        try:
+            check_plain_data(value, "options")
+        except ValueError as exc:
+            raise PydanticCustomError("options_not_json", str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _has_model(self) -> FlowStep:
+        # Checked after the fields, so that a misspelt "model" key is reported as such.
+        if not self.model:
+            raise _located_error(
+                "model_required",
+                ("provider",),
+                f'"model" is required for provider "{self.provider}" (it has no default model)',
+            )
+        return self
 
     @property
     def size(self) -> str:
@@ -395,15 +539,10 @@ class FlowStep(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class FlowProblem:
-    """A flow-level consistency problem, located for error reporting.
+    """A flow-level consistency problem. ``loc`` is the path of the offending key in the
+    flow's data, e.g. ``("steps", 2, "inputs")``."""
 
-    ``section`` is ``"step"`` or ``"input"`` (with ``index`` into that list) or ``None``
-    for the flow itself; ``key`` is the offending key within that entry, if any.
-    """
-
-    section: Literal["step", "input"] | None
-    index: int | None
-    key: str | None
+    loc: tuple[str | int, ...]
     message: str
 
 
@@ -412,69 +551,61 @@ def flow_problems(inputs: Sequence[FlowInput], steps: Sequence[FlowStep]) -> Ite
     seen_names: set[str] = set()
     for index, flow_input in enumerate(inputs):
         if flow_input.name in seen_names:
-            yield FlowProblem("input", index, "name", f'input "{flow_input.name}" is defined twice')
+            yield FlowProblem(
+                ("inputs", index, "name"), f'input "{flow_input.name}" is defined twice'
+            )
         seen_names.add(flow_input.name)
 
-    if not steps:
-        yield FlowProblem(None, None, "steps", "a flow needs at least one step")
     all_ids = {step.id for step in steps}
     earlier: set[str] = set()
     for index, step in enumerate(steps):
         where = f'step "{step.id}"'
         if step.id in earlier:
-            yield FlowProblem("step", index, "id", f"{where}: step id is used twice")
+            yield FlowProblem(("steps", index, "id"), f"{where}: step id is used twice")
         seen_refs: set[str] = set()
         for ref in step.inputs:
             if ref == step.id:
-                yield FlowProblem(
-                    "step", index, "inputs", f"{where}: a step cannot be its own input"
-                )
+                message = f"{where}: a step cannot be its own input"
             elif ref in seen_refs:
-                yield FlowProblem(
-                    "step", index, "inputs", f'{where}: inputs lists step "{ref}" twice'
-                )
+                message = f'{where}: inputs lists step "{ref}" twice'
             elif ref in earlier:
-                pass
+                message = ""
             elif ref in all_ids:
-                yield FlowProblem(
-                    "step",
-                    index,
-                    "inputs",
+                message = (
                     f'{where}: inputs references step "{ref}", which comes later in the flow '
-                    "(steps may only use earlier steps)",
+                    "(steps may only use earlier steps)"
                 )
             else:
-                yield FlowProblem(
-                    "step", index, "inputs", f'{where}: inputs references unknown step "{ref}"'
-                )
+                message = f'{where}: inputs references unknown step "{ref}"'
+            if message:
+                yield FlowProblem(("steps", index, "inputs"), message)
             seen_refs.add(ref)
         if step.kind == "edit" and not step.inputs:
             yield FlowProblem(
-                "step",
-                index,
-                "kind",
-                f"{where}: edit steps need at least one step in inputs",
+                ("steps", index, "kind"), f"{where}: edit steps need at least one step in inputs"
             )
         for placeholder in step.placeholders():
             if isinstance(placeholder, InputPlaceholder):
                 if placeholder.name not in seen_names:
                     known = ", ".join(i.name for i in inputs) or "none"
                     yield FlowProblem(
-                        "step",
-                        index,
-                        "prompt",
+                        ("steps", index, "prompt"),
                         f'{where}: prompt uses unknown placeholder "{placeholder.text}" '
                         f"(run inputs: {known})",
                     )
             elif placeholder.step_id not in step.inputs:
                 yield FlowProblem(
-                    "step",
-                    index,
-                    "prompt",
+                    ("steps", index, "prompt"),
                     f'{where}: prompt uses "{placeholder.text}" but step '
                     f'"{placeholder.step_id}" is not in this step\'s inputs',
                 )
         earlier.add(step.id)
+
+
+def _has_steps(steps: tuple[FlowStep, ...]) -> tuple[FlowStep, ...]:
+    if not steps:
+        raise PydanticCustomError("no_steps", "a flow needs at least one [[steps]] table")
+    return steps
 
 
 class FlowDefinition(BaseModel):
@@ -486,18 +617,30 @@ class FlowDefinition(BaseModel):
 
     model_config = _FROZEN
 
-    slug: Annotated[str, Field(pattern=SLUG_PATTERN)]
-    title: Annotated[str, Field(min_length=1)]
-    description: str = ""
+    slug: Annotated[
+        _NonEmptyText,
+        _matching(
+            SLUG_RE,
+            "invalid_slug",
+            'invalid slug "{value}": use 1-64 lowercase letters, digits and "-", '
+            "starting with a letter or digit",
+        ),
+    ]
+    title: _NonEmptyText
+    description: _Text = ""
     inputs: tuple[FlowInput, ...] = ()
-    steps: Annotated[tuple[FlowStep, ...], Field(min_length=1)]
+    steps: Annotated[
+        tuple[FlowStep, ...], AfterValidator(_has_steps), Field(validate_default=True)
+    ] = ()
     source: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> FlowDefinition:
-        problems = [p.message for p in flow_problems(self.inputs, self.steps)]
-        if problems:
-            raise ValueError("; ".join(problems))
+        # Only the first problem: the loader reports one, with its line, and later
+        # problems often follow from it.
+        problem = next(flow_problems(self.inputs, self.steps), None)
+        if problem is not None:
+            raise _located_error("inconsistent_flow", problem.loc, problem.message)
         return self
 
     # -- steps and the dependency graph ------------------------------------------

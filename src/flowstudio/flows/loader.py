@@ -60,6 +60,8 @@ Every problem — TOML syntax, unknown keys (typo protection), wrong types, inva
 values, bad references — raises :class:`FlowDefinitionError`, whose message names the
 file and the best matching line, e.g.
 ``flows/my-flow.toml:12: step "scene": inputs references unknown step "objekt"``.
+The rules themselves are those of the models in :mod:`.definitions`: this module parses
+the TOML, validates it with them and points their first error at its line.
 """
 
 from __future__ import annotations
@@ -68,38 +70,13 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-from .definitions import (
-    DEFAULT_MODELS,
-    DEFAULT_PROVIDER,
-    DEFAULT_SIZE,
-    DEFAULT_TEMPERATURE,
-    INPUT_NAME_RE,
-    MAX_RUN_INPUT_LENGTH,
-    MAX_TEMPERATURE,
-    MIN_TEMPERATURE,
-    PROVIDER_RE,
-    SLUG_RE,
-    STEP_ID_RE,
-    FlowDefinition,
-    FlowError,
-    FlowInput,
-    FlowStep,
-    TemplateError,
-    check_plain_data,
-    default_input_label,
-    default_step_title,
-    flow_problems,
-    parse_size,
-    parse_template,
-)
+from .definitions import FlowDefinition, FlowError, FlowInput, FlowStep, describe_type
 
 __all__ = [
     "FlowDefinitionError",
@@ -108,22 +85,25 @@ __all__ = [
     "top_level_key_line",
 ]
 
-_TOP_KEYS = ("slug", "title", "description", "inputs", "steps")
-_INPUT_KEYS = ("name", "label", "default", "required", "multiline")
-_STEP_KEYS = (
-    "id",
-    "title",
-    "kind",
-    "prompt",
-    "provider",
-    "model",
-    "temperature",
-    "size",
-    "seed",
-    "inputs",
-    "options",
-)
-_STEP_KINDS = ("generate", "edit")
+_Loc = tuple[str | int, ...]
+
+
+class _Entries(NamedTuple):
+    """An array of tables of a flow file."""
+
+    noun: str  # what messages call one entry
+    ident_key: str  # the key that names an entry
+    keys: tuple[str, ...]  # the keys an entry may set, for "did you mean" hints
+
+
+_ENTRIES = {
+    "inputs": _Entries("input", "name", tuple(FlowInput.model_fields)),
+    # a flow file may give a step's width and height as size = "WxH"
+    "steps": _Entries("step", "id", (*FlowStep.model_fields, "size")),
+}
+_TOP_LEVEL_KEYS = tuple(key for key in FlowDefinition.model_fields if key != "source")
+# Errors whose message already says which input or step it is about.
+_NAMES_ITS_ENTRY = frozenset({"inconsistent_flow", "invalid_input_name", "invalid_step_id"})
 
 
 class FlowDefinitionError(FlowError):
@@ -169,12 +149,19 @@ def parse_flow(text: str, *, source: str) -> FlowDefinition:
     except tomllib.TOMLDecodeError as exc:
         line, reason = _describe_toml_error(exc, text)
         raise FlowDefinitionError(source, line, f"invalid TOML: {reason}") from None
-    return _Checker(source, _LineMap(text)).flow(data)
+    if "source" in data:  # the loader records where a flow came from, not the file
+        line = _SourceLines(text).line(("source",), data)
+        raise FlowDefinitionError(source, line, 'unknown key "source"')
+    try:
+        return FlowDefinition.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        line, reason = _describe_validation_error(exc, data, _SourceLines(text))
+        raise FlowDefinitionError(source, line, reason) from None
 
 
 def top_level_key_line(text: str, key: str) -> int | None:
     """The line on which top-level ``key`` (e.g. ``"slug"``) is set, if it can be found."""
-    return _LineMap(text).top.get(key)
+    return _SourceLines(text).at.get((key,))
 
 
 # --------------------------------------------------------------------------- TOML errors
@@ -198,6 +185,77 @@ def _describe_toml_error(exc: tomllib.TOMLDecodeError, text: str) -> tuple[int |
     if column is not None:
         message = f"{message} (column {column})"
     return line, message
+
+
+# --------------------------------------------------------------------------- validation errors
+
+_EXPECTED_TYPES = {
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "dict_type": "a table",
+}
+
+
+def _describe_validation_error(
+    exc: ValidationError, data: dict[str, Any], lines: _SourceLines
+) -> tuple[int | None, str]:
+    """The line and reason of the error to report: the first one, unless a key is unknown."""
+    errors = exc.errors(include_url=False)
+    # A misspelt key is the likeliest cause of any other error, e.g. a missing one.
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc: _Loc = (*error["loc"], *error.get("ctx", {}).get("loc", ()))
+    if error["type"] == "model_type":  # an entry of [[inputs]] or [[steps]] is no table
+        loc = loc[:1]
+    reason = _reason(error, loc)
+    if len(loc) >= 2 and loc[0] in _ENTRIES and error["type"] not in _NAMES_ITS_ENTRY:
+        noun = _ENTRIES[str(loc[0])].noun
+        ident = _entry_ident(data, loc)
+        reason = f'{noun} "{ident}": {reason}' if ident else f"{noun} #{int(loc[1]) + 1}: {reason}"
+    return lines.line(loc, data), reason
+
+
+def _reason(error: ErrorDetails, loc: _Loc) -> str:
+    """pydantic's own errors in a flow file's terms; the models' custom errors as they are."""
+    key = next((str(part) for part in reversed(loc) if isinstance(part, str)), "")
+    value, ctx = error["input"], error.get("ctx", {})
+    match error["type"]:
+        case "missing":
+            return f'missing required key "{key}"'
+        case "extra_forbidden":
+            return f'unknown key "{key}"{_did_you_mean(key, loc)}'
+        case "tuple_type" | "model_type":  # only the [[inputs]] and [[steps]] arrays
+            return f'"{key}" must be an array of tables (write each entry as [[{key}]])'
+        case "literal_error":
+            expected = ctx["expected"].replace("'", '"')
+            shown = f'"{value}"' if isinstance(value, str) else describe_type(value)
+            return f'"{key}" must be {expected}, not {shown}'
+        case "string_too_short":
+            return f'"{key}" must not be empty'
+        case "string_too_long":
+            return f'"{key}" must be at most {ctx["max_length"]} characters'
+        case "greater_than_equal":
+            return f'"{key}" must be >= {ctx["ge"]}, got {value}'
+        case "less_than_equal":
+            return f'"{key}" must be <= {ctx["le"]}, got {value}'
+        case kind if kind in _EXPECTED_TYPES:
+            return f'"{key}" must be {_EXPECTED_TYPES[kind]}, not {describe_type(value)}'
+    return error["msg"]
+
+
+def _did_you_mean(key: str, loc: _Loc) -> str:
+    known = _ENTRIES[str(loc[0])].keys if len(loc) > 1 else _TOP_LEVEL_KEYS
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _entry_ident(data: dict[str, Any], loc: _Loc) -> str | None:
+    """The name or id of the [[inputs]] or [[steps]] entry at ``loc``, if it has one."""
+    section, index = str(loc[0]), int(loc[1])
+    entry = data[section][index]
+    ident = entry.get(_ENTRIES[section].ident_key) if isinstance(entry, dict) else None
+    return ident if isinstance(ident, str) and ident else None
 
 
 # --------------------------------------------------------------------------- line lookup
@@ -240,397 +298,57 @@ def _string_state(line: str, state: str | None) -> str | None:
     return state
 
 
-@dataclass
-class _Block:
-    line: int
-    keys: dict[str, int] = field(default_factory=dict)
-
-
-class _LineMap:
-    """Where things are in the raw text: an approximate, best-effort index used only
-    to point error messages at the right line."""
+class _SourceLines:
+    """Where keys are set in the raw text (tomllib reports no positions): a best-effort
+    index from locations such as ``("slug",)``, ``("steps", 2)`` (the entry's header)
+    and ``("steps", 2, "prompt")`` to line numbers, used only to point error messages
+    at the right line."""
 
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
-        self.top: dict[str, int] = {}
-        self.blocks: dict[str, list[_Block]] = {"steps": [], "inputs": []}
-        current: dict[str, int] | None = self.top
+        self.at: dict[_Loc, int] = {}
+        self.headers = dict.fromkeys(_ENTRIES, 0)
+        table: _Loc | None = ()
         state: str | None = None
         for number, line in enumerate(self.lines, start=1):
             if state is None:
                 if m := _ARRAY_HEADER_RE.match(line):
                     parts = _header_parts(m.group(1))
-                    self.top.setdefault(parts[0], number)
-                    if len(parts) == 1 and parts[0] in self.blocks:
-                        block = _Block(number)
-                        self.blocks[parts[0]].append(block)
-                        current = block.keys
-                    else:
-                        current = None
+                    self.at.setdefault((parts[0],), number)
+                    table = None
+                    if len(parts) == 1 and parts[0] in self.headers:
+                        table = (parts[0], self.headers[parts[0]])
+                        self.headers[parts[0]] += 1
+                        self.at[table] = number
                 elif m := _TABLE_HEADER_RE.match(line):
                     parts = _header_parts(m.group(1))
-                    self.top.setdefault(parts[0], number)
-                    current = None
-                    if len(parts) >= 2 and parts[0] in self.blocks and self.blocks[parts[0]]:
+                    self.at.setdefault((parts[0],), number)
+                    table = None
+                    if len(parts) >= 2 and self.headers.get(parts[0]):
                         # e.g. [steps.options] belongs to the latest [[steps]] entry
-                        self.blocks[parts[0]][-1].keys.setdefault(parts[1], number)
-                elif current is not None and (m := _KEY_RE.match(line)):
-                    current.setdefault(m.group(1).strip("\"'"), number)
+                        entry = (parts[0], self.headers[parts[0]] - 1)
+                        self.at.setdefault((*entry, parts[1]), number)
+                elif table is not None and (m := _KEY_RE.match(line)):
+                    self.at.setdefault((*table, m.group(1).strip("\"'")), number)
             state = _string_state(line, state)
 
-    def entry_line(
-        self,
-        section: str,
-        index: int,
-        count: int,
-        key: str | None = None,
-        ident_key: str | None = None,
-        ident: str | None = None,
-    ) -> int | None:
-        """Best line for ``key`` of entry ``index`` in array ``section`` (``count`` entries
-        in the parsed data). Falls back to the entry's identifying key, its header, or a
-        text search for ``ident_key = "ident"``."""
-        blocks = self.blocks[section]
-        if len(blocks) == count and index < count:
-            block = blocks[index]
-            if key is not None and key in block.keys:
-                return block.keys[key]
-            if ident_key is not None and ident_key in block.keys:
-                return block.keys[ident_key]
-            return block.line
-        if ident_key and ident:
+    def line(self, loc: _Loc, data: dict[str, Any]) -> int | None:
+        """Best line for ``loc``. Within an [[inputs]] or [[steps]] entry that lacks the
+        key, that is the entry's name or id, else its header."""
+        if len(loc) < 2 or loc[0] not in _ENTRIES:
+            return self.at.get(loc[:1], 1)
+        section, index = str(loc[0]), int(loc[1])
+        ident_key = _ENTRIES[section].ident_key
+        if self.headers[section] == len(data[section]):
+            candidates = (loc[:3], (section, index, ident_key), (section, index))
+            return next(self.at[c] for c in candidates if c in self.at)
+        # Not one header per entry (e.g. steps = [{ id = "a", ... }]): look for the id.
+        ident = _entry_ident(data, loc)
+        if ident:
             pattern = re.compile(
                 rf"""(?:^|[{{,\s]){re.escape(ident_key)}\s*=\s*["']{re.escape(ident)}["']"""
             )
-            for number, line in enumerate(self.lines, start=1):
-                if pattern.search(line):
+            for number, text in enumerate(self.lines, start=1):
+                if pattern.search(text):
                     return number
-        return self.top.get(section)
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime):
-        return "a date-time"
-    if isinstance(value, date):
-        return "a date"
-    if isinstance(value, time):
-        return "a time"
-    return type(value).__name__
-
-
-def _suggest(key: str, allowed: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
-
-
-class _Checker:
-    def __init__(self, source: str, lines: _LineMap) -> None:
-        self.source = source
-        self.lines = lines
-
-    def fail(self, line: int | None, reason: str) -> NoReturn:
-        raise FlowDefinitionError(self.source, line, reason)
-
-    # -- flow ---------------------------------------------------------------------
-
-    def flow(self, data: dict[str, Any]) -> FlowDefinition:
-        top = self.lines.top
-        for key in data:
-            if key not in _TOP_KEYS:
-                self.fail(top.get(key), f'unknown key "{key}"{_suggest(key, _TOP_KEYS)}')
-
-        slug = self._top_string(data, "slug", required=True)
-        if not SLUG_RE.fullmatch(slug):
-            self.fail(
-                top.get("slug"),
-                f'invalid slug "{slug}": use 1-64 lowercase letters, digits and "-", '
-                "starting with a letter or digit",
-            )
-        title = self._top_string(data, "title", required=True)
-        description = self._top_string(data, "description", required=False)
-
-        raw_inputs = self._top_tables(data, "inputs", "[[inputs]]")
-        raw_steps = self._top_tables(data, "steps", "[[steps]]")
-        if not raw_steps:
-            self.fail(top.get("steps", 1), "a flow needs at least one [[steps]] table")
-
-        inputs = [self._input(t, i, len(raw_inputs)) for i, t in enumerate(raw_inputs)]
-        step_ids = [t.get("id") for t in raw_steps]
-        steps = [self._step(t, i, len(raw_steps)) for i, t in enumerate(raw_steps)]
-
-        for problem in flow_problems(inputs, steps):
-            if problem.section == "step" and problem.index is not None:
-                line = self.lines.entry_line(
-                    "steps",
-                    problem.index,
-                    len(raw_steps),
-                    problem.key,
-                    "id",
-                    str(step_ids[problem.index]),
-                )
-            elif problem.section == "input" and problem.index is not None:
-                line = self.lines.entry_line(
-                    "inputs",
-                    problem.index,
-                    len(raw_inputs),
-                    problem.key,
-                    "name",
-                    inputs[problem.index].name,
-                )
-            else:
-                line = top.get(problem.key or "", 1)
-            self.fail(line, problem.message)
-
-        try:
-            return FlowDefinition(
-                slug=slug,
-                title=title,
-                description=description,
-                inputs=tuple(inputs),
-                steps=tuple(steps),
-                source=self.source,
-            )
-        except ValidationError as exc:  # pragma: no cover - the checks above cover this
-            self.fail(None, _first_validation_message(exc))
-
-    def _top_string(self, data: Mapping[str, Any], key: str, *, required: bool) -> str:
-        if key not in data:
-            if required:
-                self.fail(1, f'missing required key "{key}"')
-            return ""
-        value = data[key]
-        if not isinstance(value, str):
-            self.fail(self.lines.top.get(key), f'"{key}" must be a string, not {_type_name(value)}')
-        value = value.strip()
-        if required and not value:
-            self.fail(self.lines.top.get(key), f'"{key}" must not be empty')
-        return value
-
-    def _top_tables(self, data: Mapping[str, Any], key: str, header: str) -> list[dict[str, Any]]:
-        value = data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            self.fail(
-                self.lines.top.get(key),
-                f'"{key}" must be an array of tables (write each entry as {header})',
-            )
-        return value
-
-    # -- inputs -------------------------------------------------------------------
-
-    def _input(self, table: dict[str, Any], index: int, count: int) -> FlowInput:
-        raw_name = table.get("name")
-        name = raw_name if isinstance(raw_name, str) else None
-        where = f'input "{name}"' if name else f"input #{index + 1}"
-
-        def line(key: str | None = None) -> int | None:
-            return self.lines.entry_line("inputs", index, count, key, "name", name)
-
-        for key in table:
-            if key not in _INPUT_KEYS:
-                self.fail(line(key), f'{where}: unknown key "{key}"{_suggest(key, _INPUT_KEYS)}')
-        if "name" not in table:
-            self.fail(line(), f'{where}: missing required key "name"')
-        if not isinstance(raw_name, str):
-            self.fail(line("name"), f'{where}: "name" must be a string, not {_type_name(raw_name)}')
-        if not INPUT_NAME_RE.fullmatch(raw_name):
-            self.fail(
-                line("name"),
-                f'invalid input name "{raw_name}": use 1-64 lowercase letters, digits and "_", '
-                "starting with a letter",
-            )
-        label = table.get("label")
-        if label is not None:
-            if not isinstance(label, str):
-                self.fail(
-                    line("label"), f'{where}: "label" must be a string, not {_type_name(label)}'
-                )
-            label = label.strip()
-            if not label:
-                self.fail(line("label"), f'{where}: "label" must not be empty')
-        default = table.get("default")
-        if default is not None:
-            if not isinstance(default, str):
-                self.fail(
-                    line("default"),
-                    f'{where}: "default" must be a string, not {_type_name(default)}',
-                )
-            default = default.strip()
-            if len(default) > MAX_RUN_INPUT_LENGTH:
-                self.fail(
-                    line("default"),
-                    f'{where}: "default" must be at most {MAX_RUN_INPUT_LENGTH} characters',
-                )
-        flags: dict[str, bool] = {}
-        for key, fallback in (("required", True), ("multiline", False)):
-            value = table.get(key, fallback)
-            if not isinstance(value, bool):
-                self.fail(
-                    line(key), f'{where}: "{key}" must be true or false, not {_type_name(value)}'
-                )
-            flags[key] = value
-        return FlowInput(
-            name=raw_name,
-            label=label or default_input_label(raw_name),
-            default=default,
-            required=flags["required"],
-            multiline=flags["multiline"],
-        )
-
-    # -- steps --------------------------------------------------------------------
-
-    def _step(self, table: dict[str, Any], index: int, count: int) -> FlowStep:
-        raw_id = table.get("id")
-        step_id = raw_id if isinstance(raw_id, str) else None
-        where = f'step "{step_id}"' if step_id else f"step #{index + 1}"
-
-        def line(key: str | None = None) -> int | None:
-            return self.lines.entry_line("steps", index, count, key, "id", step_id)
-
-        def fail_type(key: str, expected: str) -> NoReturn:
-            self.fail(
-                line(key), f'{where}: "{key}" must be {expected}, not {_type_name(table[key])}'
-            )
-
-        for key in table:
-            if key not in _STEP_KEYS:
-                self.fail(line(key), f'{where}: unknown key "{key}"{_suggest(key, _STEP_KEYS)}')
-
-        if "id" not in table:
-            self.fail(line(), f'{where}: missing required key "id"')
-        if not isinstance(raw_id, str):
-            fail_type("id", "a string")
-        if not STEP_ID_RE.fullmatch(raw_id):
-            self.fail(
-                line("id"),
-                f'invalid step id "{raw_id}": use 1-64 lowercase letters, digits, "-" and "_", '
-                "starting with a letter or digit",
-            )
-
-        title = table.get("title")
-        if title is not None:
-            if not isinstance(title, str):
-                fail_type("title", "a string")
-            title = title.strip()
-            if not title:
-                self.fail(line("title"), f'{where}: "title" must not be empty')
-
-        inputs = table.get("inputs", [])
-        if not isinstance(inputs, list) or not all(isinstance(v, str) for v in inputs):
-            if isinstance(inputs, list):
-                self.fail(
-                    line("inputs"), f'{where}: "inputs" must be an array of step ids (strings)'
-                )
-            fail_type("inputs", "an array of step ids")
-
-        kind = table.get("kind", "edit" if inputs else "generate")
-        if not isinstance(kind, str):
-            fail_type("kind", "a string")
-        if kind not in _STEP_KINDS:
-            self.fail(line("kind"), f'{where}: "kind" must be "generate" or "edit", not "{kind}"')
-
-        if "prompt" not in table:
-            self.fail(line(), f'{where}: missing required key "prompt"')
-        prompt = table["prompt"]
-        if not isinstance(prompt, str):
-            fail_type("prompt", "a string")
-        prompt = prompt.strip()
-        if not prompt:
-            self.fail(line("prompt"), f'{where}: "prompt" must not be empty')
-        try:
-            parse_template(prompt)
-        except TemplateError as exc:
-            self.fail(line("prompt"), f"{where}: prompt: {exc}")
-
-        provider = table.get("provider", DEFAULT_PROVIDER)
-        if not isinstance(provider, str):
-            fail_type("provider", "a string")
-        if not PROVIDER_RE.fullmatch(provider):
-            self.fail(line("provider"), f'{where}: invalid provider name "{provider}"')
-
-        model = table.get("model")
-        if model is None:
-            model = DEFAULT_MODELS.get(provider)
-            if model is None:
-                self.fail(
-                    line("provider"),
-                    f'{where}: "model" is required for provider "{provider}" '
-                    "(it has no default model)",
-                )
-        elif not isinstance(model, str):
-            fail_type("model", "a string")
-        elif not model.strip():
-            self.fail(line("model"), f'{where}: "model" must not be empty')
-        model = model.strip()
-
-        temperature = table.get("temperature", DEFAULT_TEMPERATURE)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            fail_type("temperature", "a number")
-        if not (MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE):  # also rejects nan
-            self.fail(
-                line("temperature"),
-                f'{where}: "temperature" must be between {MIN_TEMPERATURE:g} and '
-                f"{MAX_TEMPERATURE:g}, got {temperature}",
-            )
-
-        size = table.get("size", DEFAULT_SIZE)
-        if not isinstance(size, str):
-            fail_type("size", 'a string like "1024x1024"')
-        try:
-            width, height = parse_size(size.strip())
-        except ValueError as exc:
-            self.fail(line("size"), f"{where}: {exc}")
-
-        seed = table.get("seed")
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                fail_type("seed", "an integer")
-            if seed < 0:
-                self.fail(line("seed"), f'{where}: "seed" must be >= 0, got {seed}')
-
-        options = table.get("options", {})
-        if not isinstance(options, dict):
-            fail_type("options", "a table")
-        try:
-            check_plain_data(options, "options")
-        except ValueError as exc:
-            self.fail(line("options"), f"{where}: {exc}")
-
-        try:
-            return FlowStep(
-                id=raw_id,
-                title=title or default_step_title(raw_id),
-                kind=kind,
-                prompt=prompt,
-                provider=provider,
-                model=model,
-                temperature=float(temperature),
-                width=width,
-                height=height,
-                seed=seed,
-                inputs=tuple(inputs),
-                options=options,
-            )
-        except ValidationError as exc:  # pragma: no cover - the checks above cover this
-            self.fail(line(), f"{where}: {_first_validation_message(exc)}")
-
-
-def _first_validation_message(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    loc = ".".join(str(p) for p in error.get("loc", ()))
-    msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
+        return self.at.get((section,))

@@ -374,7 +374,7 @@ async def collect_garbage(
     if seconds is not None:
         report.deadline = time.monotonic() + seconds
     started = time.perf_counter()
-    postgres = not ctx.settings.is_sqlite
+    postgres = ctx.engine.dialect.name == "postgresql"
     lock_connection = None
     if postgres:
         lock_connection = await ctx.engine.connect()

@@ -119,10 +119,6 @@ class Generation(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
 
-    @property
-    def status_enum(self) -> GenerationStatus:
-        return GenerationStatus(self.status)
-
 
 # Sorts before any real claim time: a user never served comes first.
 NEVER_SERVED = datetime(1970, 1, 1, tzinfo=UTC)

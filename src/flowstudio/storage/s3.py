@@ -49,9 +49,7 @@ _DEFAULT_RETRY_CONFIG: dict[str, Any] = {
     },
 }
 
-_NOT_FOUND: tuple[type[BaseException], ...] = (FileNotFoundError,)
-if hasattr(obstore.exceptions, "NotFoundError"):
-    _NOT_FOUND += (obstore.exceptions.NotFoundError,)
+_NOT_FOUND = (FileNotFoundError, obstore.exceptions.NotFoundError)
 
 
 def _summary(exc: BaseException) -> str:

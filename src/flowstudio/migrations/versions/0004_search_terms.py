@@ -44,16 +44,13 @@ def upgrade() -> None:
         f"BEGIN {_COLLECT} END"
     )
     # The existing prompts' terms, read once from the index (the 'col' vocabulary leaves out the
-    # owner column's terms).
-    op.execute(
-        "CREATE VIRTUAL TABLE temp.generations_fts_vocab "
-        "USING fts5vocab(main, generations_fts, 'col')"
-    )
+    # owner column's terms). In the main schema: D1 has no temp schema.
+    op.execute("CREATE VIRTUAL TABLE generations_fts_vocab USING fts5vocab(generations_fts, 'col')")
     op.execute(
         "INSERT OR IGNORE INTO generations_fts_terms(term) "
-        "SELECT term FROM temp.generations_fts_vocab WHERE col = 'prompt'"
+        "SELECT term FROM generations_fts_vocab WHERE col = 'prompt'"
     )
-    op.execute("DROP TABLE temp.generations_fts_vocab")
+    op.execute("DROP TABLE generations_fts_vocab")
 
 
 def downgrade() -> None:

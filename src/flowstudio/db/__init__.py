@@ -25,6 +25,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.util import greenlet_spawn
 
+from flowstudio.db import d1
+
+# `sqlite+d1://` URLs: SQLite's dialect over the D1 REST driver.
+sqlalchemy.dialects.registry.register(
+    d1.SQLALCHEMY_DRIVERNAME.replace("+", "."), __name__ + ".d1", "D1Dialect"
+)
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -91,7 +98,12 @@ def strict_json(value: Any) -> str:
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    if url.startswith("sqlite"):
+    if url.startswith(d1.SQLALCHEMY_DRIVERNAME):
+        # D1 answers over HTTP: a connection is an HTTP client, a unit of work one batch.
+        engine = create_async_engine(
+            url, echo=echo, pool_size=10, max_overflow=10, json_serializer=strict_json
+        )
+    elif url.startswith("sqlite"):
         engine = create_async_engine(
             url, echo=echo, connect_args={"timeout": 30}, json_serializer=strict_json
         )
@@ -231,7 +243,10 @@ class Reads:
     def __init__(self, engine: AsyncEngine) -> None:
         self._sync_engine: sqlalchemy.Engine | None = None
         self._threads: ThreadPoolExecutor | None = None
-        if engine.dialect.name == "sqlite":
+        if engine.dialect.driver == d1.D1Dialect.driver:
+            # Each read is one HTTP request already: it runs in a greenlet, as on PostgreSQL.
+            self.engine = engine.execution_options(**{READ_ONLY: True})
+        elif engine.dialect.name == "sqlite":
             self.engine = engine.execution_options(**{READ_ONLY: True})
             self._sync_engine = _sqlite_reader_engine(engine, pool_size=self.THREADS)
             self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="sqlite-read")
