@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import event, func, make_url, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -42,15 +43,20 @@ class Event:
     def of(
         cls,
         kind: str,
-        body: dict[str, Any],
+        body: BaseModel | dict[str, Any],
         *,
         run_id: uuid.UUID,
         user_id: uuid.UUID,
         status: str | None = None,
     ) -> Event:
-        data = _json(body)
-        if len(data.encode()) > _MAX_PAYLOAD and isinstance(body.get("prompt"), str):
-            data = _json(dict(body, prompt=body["prompt"][:500] + "…", prompt_truncated=True))
+        """A model is written by pydantic straight to JSON; only a body too long for a NOTIFY
+        payload is taken apart, to cut its prompt (in the event, never in the row)."""
+        data = body.model_dump_json() if isinstance(body, BaseModel) else _json(body)
+        if len(data.encode()) > _MAX_PAYLOAD:
+            fields = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+            if isinstance(fields.get("prompt"), str):
+                cut = fields["prompt"][:500] + "…"
+                data = _json(dict(fields, prompt=cut, prompt_truncated=True))
         return cls(kind, data, str(run_id), str(user_id), status)
 
     @property

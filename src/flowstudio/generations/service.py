@@ -61,7 +61,7 @@ def _status_event(generation: Generation) -> Event:
     event, on which pages reload the run."""
     return Event.of(
         "generation",
-        to_read(generation, adopted=False).model_dump(mode="json"),
+        to_read(generation, adopted=False),
         run_id=generation.run_id,
         user_id=generation.user_id,
         status=generation.status,
