@@ -71,3 +71,42 @@ async def test_lost_generation_leaves_no_objects_behind(app, alice, monkeypatch)
     assert row.error_code == "worker_lost"
     assert row.object_key is None
     assert statuses_at_delete == ["running"]
+
+
+async def test_a_lost_job_is_cancelled_once_so_its_clean_up_runs_to_the_end(app):
+    """The heartbeat finds a job's row gone (purged) and cancels the job; the job then cleans
+    up (deletes what it wrote), which can take longer than a heartbeat. Later heartbeats must
+    not cancel it again: that would cut the clean-up short and leave objects behind."""
+    import asyncio
+
+    worker = app.state.worker
+    cancels = 0
+    cleaned_up = asyncio.Event()
+
+    async def job() -> None:
+        nonlocal cancels
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancels += 1
+            try:
+                await asyncio.sleep(0.3)  # the clean-up: store deletes, a database round trip
+                cleaned_up.set()
+            except asyncio.CancelledError:
+                cancels += 1
+                raise
+            raise
+
+    lost = uuid.uuid4()  # no such row: its lease cannot be extended
+    task = asyncio.create_task(job())
+    worker._jobs[lost] = task
+    try:
+        await asyncio.sleep(0)
+        for _ in range(3):
+            await worker._heartbeat()
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(cleaned_up.wait(), 5)
+    finally:
+        worker._jobs.pop(lost, None)
+        task.cancel()
+    assert cancels == 1

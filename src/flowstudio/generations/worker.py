@@ -238,7 +238,9 @@ class Worker:
             await db.commit()
         for lost in set(ids) - held:
             task = self._jobs.get(lost)
-            if task is not None:
+            # Cancelled once only: a second cancel would cut short the clean-up the first one
+            # started (deleting what the attempt wrote), and leave its objects behind.
+            if task is not None and not task.cancelling():
                 # Why (purged, cancelled, taken over) is logged as the job settles.
                 log.info("no longer holds %s; abandoning it", lost)
                 task.cancel()
@@ -411,12 +413,19 @@ class Worker:
             return
         timings["processing_ms"] = _ms(mark)
         mark = time.perf_counter()
-        # Both puts settle before we look at the outcome, so a cleanup never races a write.
-        outcomes = await asyncio.gather(
+        # Both puts settle before we look at the outcome, so a cleanup never races a write:
+        # also when the job is cancelled meanwhile (its row purged), since a cancelled await
+        # does not stop a request already on its way to the store.
+        writes = asyncio.gather(
             put_original,
             store.put(thumb, image.thumbnail, content_type="image/webp"),
             return_exceptions=True,
         )
+        try:
+            outcomes = await asyncio.shield(writes)
+        except asyncio.CancelledError:
+            await writes
+            raise
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
             unexpected = [f for f in failures if not isinstance(f, StorageError)]
