@@ -64,11 +64,11 @@ def record(name: str, data: dict[str, Any]) -> Path:
 
 
 @asynccontextmanager
-async def served(**overrides: Any) -> AsyncIterator[tuple[str, Any]]:
+async def served(*, run_worker: bool = True, **overrides: Any) -> AsyncIterator[tuple[str, Any]]:
     """FlowStudio with embedded defaults in a temporary data dir, on a free loopback port."""
     with tempfile.TemporaryDirectory(prefix="flowstudio-bench-") as data_dir:
         settings = Settings(_env_file=None, data_dir=Path(data_dir), **overrides)
-        app = create_app(settings)
+        app = create_app(settings, run_worker=run_worker)
         async with app.router.lifespan_context(app):
             config = uvicorn.Config(
                 app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL; default sqlite+aiosqlite:///<data_dir>/flowstudio.db. "
-        "PostgreSQL: postgresql+asyncpg://user:pass@host/db. Cloudflare D1: d1://ACCOUNT_ID/DATABASE_ID",
+        "PostgreSQL: postgresql+asyncpg://user:pass@host/db. "
+        "Cloudflare D1: d1://ACCOUNT_ID/DATABASE_ID",
     )
     d1_api_token: SecretStr | None = Field(
         None, description="Cloudflare API token with D1 edit rights (else CLOUDFLARE_API_TOKEN)."
