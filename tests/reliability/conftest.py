@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.d1 import empty_d1
 from tests.fixtures.db import PostgresServer, _postgres_unavailable
 from tests.fixtures.storage import S3_TEST_CREDENTIALS, s3_storage_url
 from tests.reliability.cluster import Deployment
@@ -59,6 +60,14 @@ def s3_settings(moto_server_url: str, s3_bucket: str) -> dict[str, str]:
 @pytest.fixture
 def pg_s3_deployment(tmp_path: Path, pg_database_url: str, s3_settings: dict) -> Deployment:
     return Deployment(tmp_path / "deployment", pg_database_url, s3_settings)
+
+
+@pytest.fixture
+def d1_s3_deployment(tmp_path: Path, d1_shared_url: str, s3_settings: dict) -> Deployment:
+    """The seeds' own deployment: D1 for metadata (the session's local D1, emptied), an S3
+    bucket (R2 in production) for images."""
+    empty_d1(d1_shared_url)
+    return Deployment(tmp_path / "deployment", d1_shared_url, s3_settings)
 
 
 @pytest.fixture

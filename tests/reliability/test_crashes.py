@@ -12,6 +12,7 @@ import random
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from flowstudio.db import create_engine
@@ -58,8 +59,19 @@ def assert_accepted_are_settled(consistency: invariants.Consistency, accepted: s
     assert accepted <= consistency.ids, accepted - consistency.ids
 
 
-async def test_workers_killed_at_random_moments(pg_s3_deployment: Deployment) -> None:
-    deployment = pg_s3_deployment
+_WORKER_KILL_DEPLOYMENTS = {"pg_s3_deployment": "PostgreSQL + S3", "d1_s3_deployment": "D1 + S3"}
+
+
+@pytest.fixture(params=list(_WORKER_KILL_DEPLOYMENTS))
+def killed_workers_deployment(request: pytest.FixtureRequest) -> tuple[Deployment, str]:
+    # Resolved here, before the test's event loop runs: the D1 fixtures start and empty it.
+    return request.getfixturevalue(request.param), _WORKER_KILL_DEPLOYMENTS[request.param]
+
+
+async def test_workers_killed_at_random_moments(
+    killed_workers_deployment: tuple[Deployment, str],
+) -> None:
+    deployment, label = killed_workers_deployment
     rng = random.Random(SEED)
     total = rounds(ci=20, long=200)
     accepted: set[str] = set()
@@ -88,7 +100,7 @@ async def test_workers_killed_at_random_moments(pg_s3_deployment: Deployment) ->
             await api.aclose()
     assert_accepted_are_settled(consistency, accepted)
     record_figure(
-        "crashes: worker kill -9 rounds survived (PostgreSQL + S3)",
+        f"crashes: worker kill -9 rounds survived ({label})",
         f"{total} (seed {SEED}; {interrupted} running jobs interrupted; "
         f"{len(accepted)} generations: {dict(consistency.by_status)}, "
         f"errors {dict(consistency.error_codes)})",
