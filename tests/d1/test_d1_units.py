@@ -20,17 +20,20 @@ def _user(email: str) -> User:
     return User(email=email, password_hash="x")
 
 
+async def _committed(engine, email: str) -> None:
+    async with async_sessionmaker(engine)() as db:
+        db.add(_user(email))
+        await db.commit()
+
+
 async def _emails(engine) -> list[str]:
     async with engine.connect() as connection:
         return list(await connection.scalars(select(User.email).order_by(User.email)))
 
 
 async def test_a_unit_that_fails_half_way_leaves_nothing(engine):
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    async with sessions() as db:
-        db.add(_user("taken@example.com"))
-        await db.commit()
-    async with sessions() as db:
+    await _committed(engine, "taken@example.com")
+    async with async_sessionmaker(engine)() as db:
         db.add_all([_user("first@example.com"), _user("second@example.com")])
         await db.flush()  # kept: nothing has gone to D1 yet
         db.add(_user("taken@example.com"))  # the third write breaks the unique email
@@ -61,11 +64,8 @@ async def test_a_read_in_a_unit_sees_its_own_writes(engine):
 
 
 async def test_a_savepoint_raises_its_conflict_where_the_code_catches_it(engine):
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    async with sessions() as db:
-        db.add(_user("taken@example.com"))
-        await db.commit()
-    async with sessions() as db:
+    await _committed(engine, "taken@example.com")
+    async with async_sessionmaker(engine)() as db:
         db.add(_user("before@example.com"))
         await db.flush()
         with pytest.raises(IntegrityError):
