@@ -66,3 +66,8 @@ is_disconnect
 on_connect
 get_driver_connection
 rowcount
+insertmanyvalues_max_parameters
+# Read by the database through FTS5 triggers and the generated tsvector (migration 0009).
+search_text
+# The definition of a search match the backends are tested against.
+matches

@@ -4,7 +4,8 @@
 
 A local D1 (scripts/d1-local.sh, workerd through miniflare) and the embedded SQLite each hold
 one user's history of `--rows` generations (a few made through the API, the rest copied from
-them in SQL; with the worker off they stay pending, so the queue limit is off too).
+them in SQL; with the worker off they stay pending, so the queue's limit is set above them:
+its admission check still runs, as with the default limit).
 `flowstudio serve` runs in process without its worker, so every D1 request counted is the
 route's own. For each route: D1 requests per call (every HTTP request the D1
 driver sends), and p50 / p99 of `--calls` calls over HTTP on loopback.
@@ -22,36 +23,16 @@ from typing import Any
 
 import httpx
 from sqlalchemy import text
-from tests.fixtures.d1 import LocalD1
+from tests.fixtures.d1 import D1Requests, LocalD1
 
 from bench.common import record, served, summary
 from flowstudio import migrate
-from flowstudio.db import create_engine, d1
+from flowstudio.db import create_engine
 from flowstudio.generations.models import Generation
 
 _COPY_BATCH = 1000
-
-
-class RequestCounter:
-    """Counts the HTTP requests the D1 driver sends (every statement or batch is one)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._run = d1.D1Client.run
-
-    def __enter__(self) -> RequestCounter:
-        counter = self
-        original = self._run
-
-        async def run(client: d1.D1Client, statements: Any) -> Any:
-            counter.count += 1
-            return await original(client, statements)
-
-        d1.D1Client.run = run  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        d1.D1Client.run = self._run  # type: ignore[method-assign]
+# Above the copied rows, which all wait in the queue: the limit is on, and never reached.
+_LIMIT = 10**9
 
 
 async def _copy_history(url: str, rows: int) -> None:
@@ -83,7 +64,7 @@ async def _copy_history(url: str, rows: int) -> None:
 
 
 async def _measure(
-    base: str, counter: RequestCounter | None, rows: int, calls: int, url: str
+    base: str, counter: D1Requests | None, rows: int, calls: int, url: str
 ) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         response = await http.post(
@@ -141,8 +122,10 @@ async def main(rows: int, calls: int) -> None:
             await migrate.upgrade(engine)
             await engine.dispose()
             print(f"D1 (local, {rows} generations)")
-            with RequestCounter() as counter:
-                async with served(run_worker=False, database_url=url, max_pending_per_user=0) as (
+            with D1Requests() as counter:
+                async with served(
+                    run_worker=False, database_url=url, max_pending_per_user=_LIMIT
+                ) as (
                     base,
                     _app,
                 ):
@@ -150,7 +133,7 @@ async def main(rows: int, calls: int) -> None:
         finally:
             local.stop()
     print(f"SQLite ({rows} generations)")
-    async with served(run_worker=False, max_pending_per_user=0) as (base, app):
+    async with served(run_worker=False, max_pending_per_user=_LIMIT) as (base, app):
         sqlite_url = app.state.ctx.settings.resolved_database_url
         figures["sqlite"] = await _measure(base, None, rows, calls, sqlite_url)
     print(f"recorded in {record('d1_roundtrips', figures)}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import http.client
 import json
 import os
@@ -61,7 +62,8 @@ from flowstudio.flows import FlowRegistry
 from flowstudio.flows.definitions import render_prompt
 from flowstudio.generations import history_json, maintenance, repository
 from flowstudio.generations.models import Generation
-from flowstudio.generations.repository import HistoryFilters, search_words
+from flowstudio.generations.repository import HistoryFilters
+from flowstudio.i18n.search import Term, index_text, search_terms
 from flowstudio.migrate import upgrade_sync
 from flowstudio.pagination import CursorCodec, Position
 from flowstudio.runs.models import Run, RunStep
@@ -78,7 +80,7 @@ LIMIT = 50
 DEPTH_FRACTIONS = (0.0, 0.05, 0.5, 0.95)
 TARGET_P50_MS = 5.0
 TARGET_RATIO = 1.2
-FORMAT_VERSION = 1  # bump when the generated data changes
+FORMAT_VERSION = 2  # bump when the generated data changes (2: Chinese prompts, search_text)
 
 # -- vocabulary --------------------------------------------------------------------------------
 
@@ -332,6 +334,7 @@ GEN_COLUMNS = (
     "source",
     "status",
     "prompt",
+    "search_text",
     "params",
     "temperature",
     "seed",
@@ -443,6 +446,7 @@ class RunPlan:
     inputs: dict[str, str]
     prompts: list[str]
     batches: list[tuple[int, int]]  # (step position, candidates)
+    search_texts: list[str] = field(default_factory=list)
     created_us: int = 0
     updated_us: int = 0
 
@@ -481,6 +485,67 @@ def _inputs(rng: random.Random, slug: str) -> dict[str, str]:
         "prompt": f"{rng.choice(SUBJECTS)} {rng.choice(PLACES)}, {rng.choice(LIGHTS)}, "
         f"{rng.choice(QUICK_STYLES)}"
     }
+
+
+# About a fifth of the runs are written in Chinese, half of them in Traditional characters.
+CHINESE_SHARE = 0.2
+MATERIALS_ZH = [
+    "陶瓷",
+    "玻璃",
+    "黄铜",
+    "胡桃木",
+    "亚麻",
+    "皮革",
+    "竹编",
+    "不锈钢",
+    "大理石",
+    "羊毛",
+]
+OBJECTS_ZH = [
+    "茶壶",
+    "台灯",
+    "背包",
+    "手表",
+    "香水瓶",
+    "耳机",
+    "马克杯",
+    "花瓶",
+    "运动鞋",
+    "蓝牙音箱",
+    "保温杯",
+    "书架",
+    "钢笔",
+    "墨镜",
+    "陶瓷碗",
+    "雨伞",
+]
+SURFACES_ZH = ["木桌", "大理石台面", "窗台", "草地", "沙滩", "书桌", "水泥地", "丝绸布"]
+DETAILS_ZH = ["清晨的阳光", "柔和的阴影", "几片落叶", "一杯咖啡", "水滴", "薄雾", "霓虹灯光"]
+HEADLINES_ZH = ["新品上市", "限时优惠", "匠心之作", "简约生活", "为你而来", "夏日特惠"]
+
+
+@functools.cache
+def _to_traditional() -> Any:
+    import opencc
+
+    return opencc.OpenCC("s2twp")
+
+
+def _chinese_prompts(rng: random.Random, steps: int) -> list[str]:
+    """A run's prompts in Chinese (half of them in Taiwan's Traditional characters)."""
+    material, thing = rng.choice(MATERIALS_ZH), rng.choice(OBJECTS_ZH)
+    colour = rng.choice(["红色", "白色", "黑色", "蓝色", "墨绿色", "米色"])
+    templates = [
+        f"一只{colour}的{material}{thing}，纯白背景，柔和的影棚灯光，产品摄影",
+        f"把图中的{thing}放在{rng.choice(SURFACES_ZH)}上，{rng.choice(DETAILS_ZH)}，"
+        "保持产品原样，自然光",
+        f"电商海报：{thing}，标题「{rng.choice(HEADLINES_ZH)}」，简洁排版，高级感",
+        f"{thing}的细节特写，{rng.choice(DETAILS_ZH)}，浅景深",
+    ]
+    prompts = [templates[i % len(templates)] for i in range(steps)]
+    if rng.random() < 0.5:
+        prompts = [_to_traditional().convert(p) for p in prompts]
+    return prompts
 
 
 def _user_counts(rows: int, heavy: int, users: int, rng: random.Random) -> list[int]:
@@ -549,7 +614,11 @@ def build_plan(rows: int, heavy: int, users: int, seed: int) -> Plan:
                     n = min(share, rng.choice((1, 2, 4, 4)))
                     plan_batches.append((pos, n))
                     share -= n
-            own.append(RunPlan(0, u, slug, inputs, prompts, plan_batches))
+            if rng.random() < CHINESE_SHARE:
+                prompts = _chinese_prompts(rng, len(flow.steps))
+            run_plan = RunPlan(0, u, slug, inputs, prompts, plan_batches)
+            run_plan.search_texts = [index_text(prompt) for prompt in prompts]
+            own.append(run_plan)
         total_batches = sum(len(r.batches) for r in own)
         times = sorted(rng.randint(active_from, end_us) for _ in range(total_batches))
         i = 0
@@ -657,6 +726,7 @@ def generation_rows(
         temperature = step.temperature
         temperature_json = json.dumps(temperature)
         prompt = run.prompts[pos]
+        search_text = run.search_texts[pos]
         key_prefix = f"u/{hyphenated(plan.user_ids[run.user])}/r/{hyphenated(run.id)}/{step.id}/"
         for index in range(n):
             gid = ids.at(created)
@@ -688,6 +758,7 @@ def generation_rows(
                         "generated",
                         "succeeded",
                         prompt,
+                        search_text,
                         params,
                         temperature,
                         seed_value,
@@ -732,6 +803,7 @@ def generation_rows(
                         "generated",
                         "failed",
                         prompt,
+                        search_text,
                         params,
                         temperature,
                         seed_value,
@@ -880,7 +952,7 @@ def fill_sqlite(args: argparse.Namespace) -> dict[str, Any]:
         progress.advance(task)
         db.execute(
             "INSERT INTO generations_fts(rowid, prompt, owner) "
-            "SELECT s.rowid, g.prompt, 'u' || g.user_id "
+            "SELECT s.rowid, g.search_text, 'u' || g.user_id "
             "FROM generations g JOIN generation_search s ON s.generation_id = g.id"
         )
         # The prompt terms, collected as migration 0004 collects them for existing prompts.
@@ -1074,12 +1146,15 @@ def ensure_filled(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     return {**fill, "reused": False, "filled_at": filled_at}
 
 
-def _search_filter(dialect: str, words: list[str] | tuple[str, ...]) -> Any:
+def _search_filter(dialect: str, terms: list[Term] | tuple[Term, ...]) -> Any:
     """A plain search condition for setup queries (counts, depth cursors); the timed requests
     use the server's own search path."""
     if dialect == "postgresql":
-        return repository._POSTGRES_SEARCH.bindparams(tsquery=repository._postgres_tsquery(words))
-    match = " AND ".join(f'prompt : "{w}"*' for w in words)
+        return repository._POSTGRES_SEARCH.bindparams(tsquery=repository._postgres_tsquery(terms))
+    match = " AND ".join(
+        f'prompt : "{t.tokens[0]}"*' if t.prefix else 'prompt : "' + " ".join(t.tokens) + '"'
+        for t in terms
+    )
     matching = (
         text(
             "SELECT s.generation_id FROM generations_fts f "
@@ -1125,8 +1200,8 @@ def _conditions(dialect: str, user_id: uuid.UUID, filters: HistoryFilters) -> li
     conditions = [Generation.user_id == user_id, Generation.deleted_at.is_(None)]
     if filters.flow:
         conditions.append(Generation.flow_slug == filters.flow)
-    if filters.words:
-        conditions.append(_search_filter(dialect, filters.words))
+    if filters.terms:
+        conditions.append(_search_filter(dialect, filters.terms))
     return conditions
 
 
@@ -1172,10 +1247,12 @@ async def prepare(url: str, args: argparse.Namespace, variants: list[Variant]) -
             dataset["deleted"] = await db.scalar(
                 select(func.count()).where(Generation.deleted_at.is_not(None))
             )
-            words = search_words(args.q)
-            dataset["q_word_matches_all_users"] = await db.scalar(
-                select(func.count()).select_from(Generation).where(_search_filter(dialect, words))
-            )
+            for q in (args.q, args.q_cjk):
+                dataset[f"q={q} matches_all_users"] = await db.scalar(
+                    select(func.count())
+                    .select_from(Generation)
+                    .where(_search_filter(dialect, search_terms(q)))
+                )
             for variant in variants:
                 conditions = _conditions(dialect, user.id, variant.filters)
                 total = await db.scalar(select(func.count()).where(*conditions))
@@ -1521,11 +1598,13 @@ async def explain(backend: str, cell: Cell, statement: str, parameters: tuple) -
 
 
 def variants_for(args: argparse.Namespace) -> list[Variant]:
-    words = tuple(search_words(args.q))
     return [
         Variant("all", {}, HistoryFilters()),
         Variant(f"flow={args.flow}", {"flow": args.flow}, HistoryFilters(flow=args.flow)),
-        Variant(f"q={args.q}", {"q": args.q}, HistoryFilters(words=words)),
+        *(
+            Variant(f"q={q}", {"q": q}, HistoryFilters(terms=tuple(search_terms(q))))
+            for q in (args.q, args.q_cjk)
+        ),
     ]
 
 
@@ -1631,7 +1710,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         **setup.dataset,
         "heavy_user_rows": args.heavy,
         "heavy_user_live_rows_by_variant": setup.counts,
-        "q_word": args.q,
+        "q_words": [args.q, args.q_cjk],
         "flow_filter": args.flow,
         "heavy_mix": dict(HEAVY_MIX),
         "light_mix": dict(LIGHT_MIX),
@@ -1730,6 +1809,9 @@ def main() -> None:
         help="time budget per (variant, depth) once 20 requests are timed",
     )
     parser.add_argument("--q", default="product", help="the search word (a common one)")
+    parser.add_argument(
+        "--q-cjk", default="茶壶", help="the Chinese search (two characters, in Simplified)"
+    )
     parser.add_argument("--flow", default="product-shot")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--refill", action="store_true", help="refill even if one matches")

@@ -102,6 +102,10 @@ class ServiceUnavailable(AppError):
     status, code, title = 503, "unavailable", "The service is not ready"
 
 
+class DatabaseUnavailable(AppError):
+    status, code, title = 503, "database_unavailable", "The database is unreachable"
+
+
 class FieldProblem(BaseModel):
     field: str = Field(description="Dotted path of the offending field ('' for the whole request).")
     message: str
@@ -135,7 +139,8 @@ PROBLEM_DESCRIPTIONS = {
     422: "validation_error: the request does not fit the schema",
     429: "rate_limited: too many attempts; see Retry-After. queue_full: too many of your "
     "generations are waiting (`pending`, `limit`)",
-    503: "unavailable",
+    503: "unavailable: the service is not ready. database_unavailable: the database (or D1) "
+    "did not answer; nothing was half-written, retry after Retry-After",
 }
 
 
@@ -326,7 +331,7 @@ def install_error_handlers(app: FastAPI, *, html_handler: Any = None) -> None:
         logging.getLogger("flowstudio").warning(
             "database unreachable on %s: %s", request.url.path, exc
         )
-        unavailable = ServiceUnavailable(
+        unavailable = DatabaseUnavailable(
             "The database is unreachable. Try again in a few seconds; with the same "
             "Idempotency-Key a retry never creates the work twice.",
             headers={"Retry-After": "5"},

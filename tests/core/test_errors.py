@@ -54,7 +54,7 @@ def failing_app() -> FastAPI:
 
 
 @pytest.mark.parametrize("kind", sorted(FAILURES))
-async def test_database_unreachable_is_503_unavailable(failing_app, kind):
+async def test_database_unreachable_is_503_database_unavailable(failing_app, kind):
     transport = httpx.ASGITransport(app=failing_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.get(f"/api/fail/{kind}")
@@ -62,7 +62,7 @@ async def test_database_unreachable_is_503_unavailable(failing_app, kind):
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["retry-after"] == "5"
     body = response.json()
-    assert body["code"] == "unavailable"
+    assert body["code"] == "database_unavailable"
     assert "Try again" in body["detail"]
 
 

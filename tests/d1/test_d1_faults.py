@@ -65,7 +65,7 @@ async def test_an_unanswering_d1_is_a_503_that_names_no_token(tmp_path, d1_api_u
         ready = await client.get("/readyz")
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["code"] == "unavailable"
+    assert response.json()["code"] == "database_unavailable"
     assert response.headers["retry-after"]
     assert ready.status_code == 503
     for text in (response.text, ready.text, caplog.text):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import bindparam, case, func, insert, select, text, update
+from sqlalchemy import bindparam, case, column, func, insert, select, table, text, update
 
 from flowstudio.auth.models import User
 from flowstudio.db import UTCDateTime, create_engine, session_factory, utcnow
@@ -84,9 +84,12 @@ class Queue:
             for _ in range(count)
         ]
         if rows:
+            # Only these columns, typed, with no defaults: the schema may be an older revision's.
+            columns = Generation.__table__.c
+            generations = table("generations", *(column(k, columns[k].type) for k in rows[0]))
             async with self.engine.begin() as connection:
                 for start in range(0, len(rows), 500):
-                    await connection.execute(insert(Generation), rows[start : start + 500])
+                    await connection.execute(insert(generations), rows[start : start + 500])
         return [row["id"] for row in rows]
 
     async def claim(self, *, owner: str = "w", limit: int, per_user: int) -> list[Generation]:
@@ -471,3 +474,16 @@ async def test_a_change_that_waits_for_another_sees_it(queue, engine):
     await queue.assert_in_step()
     rows = await queue.claim(limit=5, per_user=5)
     assert [g.prompt for g in rows] == ["queued meanwhile"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_pending_per_user": 5}])
+async def test_parallel_generates_at_the_limit_never_overshoot_it(app, alice):
+    await app.state.worker.stop()
+    run = await start_run(alice)
+    answers = await asyncio.gather(
+        *(generate(alice, run["id"], "object", count=1, wait=False) for _ in range(12))
+    )
+    statuses = Counter(answer.status_code for answer in answers)
+    assert statuses == Counter({202: 5, 429: 7}), statuses
+    assets = await alice.get(f"/api/runs/{run['id']}/steps/object/assets")
+    assert len(assets.json()["items"]) == 5

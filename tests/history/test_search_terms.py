@@ -15,7 +15,8 @@ from flowstudio.auth.models import User
 from flowstudio.db import Reads, session_factory
 from flowstudio.generations import history_json, repository
 from flowstudio.generations.models import Generation
-from flowstudio.generations.repository import HistoryFilters, search_words
+from flowstudio.generations.repository import HistoryFilters
+from flowstudio.i18n.search import index_text, search_terms
 from flowstudio.ids import uuid7
 from flowstudio.runs.models import Run
 
@@ -82,7 +83,7 @@ async def search(engine, user_id: uuid.UUID, q: str, *, limit: int, **filters) -
             page = await reads.run(
                 repository.history_rows,
                 user_id=user_id,
-                filters=HistoryFilters(words=tuple(search_words(q)), **filters),
+                filters=HistoryFilters(terms=tuple(search_terms(q)), **filters),
                 after=after,
                 limit=limit,
             )
@@ -125,8 +126,10 @@ async def test_terms_find_what_the_prefix_query_finds(engine, monkeypatch):
     expanded = await prefix_terms(engine, "prod")
     assert expanded == ["produce", "product", "production", "products"]
     assert await prefix_terms(engine, "caf") == ["cafe", "cafes"]
-    assert await prefix_terms(engine, "歷") == ["歷史", "歷史書"]
-    assert await prefix_terms(engine, "naï") is None  # FTS5 reads it as "nai"
+    # Traditional is indexed as Simplified, a CJK run as its bigrams and its last character.
+    assert await prefix_terms(engine, "历") == ["历史"]
+    assert await prefix_terms(engine, "史") == ["史", "史书"]
+    assert await prefix_terms(engine, "nai") == ["naive"]  # folded: no diacritics
     by_terms = {q: await search(engine, searcher, q, limit=7) for q in queries}
     monkeypatch.setattr(repository, "_prefix_terms", prefix_query_only)
     by_prefix = {q: await search(engine, searcher, q, limit=7) for q in queries}
@@ -165,7 +168,7 @@ async def test_new_and_changed_prompts_add_their_terms(engine):
         await db.execute(
             update(Generation)
             .where(Generation.user_id == searcher)
-            .values(prompt="Ünïcorn Lampshade")
+            .values(prompt="Ünïcorn Lampshade", search_text=index_text("Ünïcorn Lampshade"))
         )
         await db.commit()
     await add_history(engine, ["Teapots"], seed=6, count=1)
@@ -201,26 +204,26 @@ async def test_a_prefix_of_too_many_terms_uses_the_prefix_query(engine, monkeypa
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-async def test_words_read_as_themselves_are_single_unchanged_fts5_tokens(engine):
-    """What `_exact_in_fts` assumes of the tokenizer, checked against this SQLite."""
-    characters = [chr(c) for c in range(0x110000) if repository._exact_in_fts(chr(c))]
-    assert len(characters) == 26 + 10 + (0x9FCC - 0x4E00 + 1)
+async def test_fts5_reads_every_token_as_itself(engine):
+    """What the prefix expansion assumes of the `ascii` tokenizer, checked against this SQLite
+    with tokens of every script, including letters newer than unicode61's tables."""
+    draw = random.Random(11)
+    letters = [chr(c) for c in range(0x20, 0x3134F) if chr(c).isalnum()]
+    text_of_everything = " ".join(
+        "".join(draw.choice(letters) for _ in range(draw.randint(1, 6))) for _ in range(3000)
+    )
+    tokens = set(index_text(text_of_everything + " 陶瓷茶壺 ｇｌａｚｅｄ 𞣇0").split())
     async with session_factory(engine)() as db:
         await db.execute(
-            text(
-                "CREATE VIRTUAL TABLE temp.probe USING fts5(prompt, "
-                "tokenize='unicode61 remove_diacritics 2')"
-            )
+            text("CREATE VIRTUAL TABLE temp.probe USING fts5(prompt, tokenize='ascii')")
         )
         await db.execute(
             text("CREATE VIRTUAL TABLE temp.probe_vocab USING fts5vocab(temp, probe, 'row')")
         )
         await db.execute(
-            text("INSERT INTO temp.probe(prompt) VALUES (:p)"), {"p": " ".join(characters)}
+            text("INSERT INTO temp.probe(prompt) VALUES (:p)"), {"p": " ".join(sorted(tokens))}
         )
-        assert set(await db.scalars(text("SELECT term FROM temp.probe_vocab"))) == set(characters)
-    assert not repository._exact_in_fts("İ".lower())
-    assert not repository._exact_in_fts("café")
+        assert set(await db.scalars(text("SELECT term FROM temp.probe_vocab"))) == tokens
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -164,7 +164,7 @@ async def test_database_outage_under_load(
                         accepted.update(g["id"] for g in response.json()["generations"])
                     else:
                         assert response.status_code == 503, response.text
-                        assert response.json()["code"] == "unavailable"
+                        assert response.json()["code"] == "database_unavailable"
                         await asyncio.sleep(0.2)  # as a client honouring Retry-After would
                     await asyncio.sleep(0.05)
 

@@ -392,6 +392,8 @@ class D1Dialect(SQLiteDialect_pysqlite):
     # Writes kept for the commit batch have no row count yet.
     supports_sane_rowcount = False
     supports_sane_multi_rowcount = False
+    # D1 binds at most 100 parameters a statement: a many-row INSERT is cut to fit.
+    insertmanyvalues_max_parameters = 100
 
     @classmethod
     def import_dbapi(cls) -> Any:

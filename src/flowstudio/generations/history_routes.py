@@ -15,7 +15,7 @@ from flowstudio.db import utcnow
 from flowstudio.deps import ContextDep, CurrentUser, LimitDep, SessionDep
 from flowstudio.errors import NotFound, ValidationFailed, problem_responses
 from flowstudio.generations import history, repository
-from flowstudio.generations.repository import HistoryFilters, search_words
+from flowstudio.generations.repository import HistoryFilters
 from flowstudio.generations.routes import parse_statuses
 from flowstudio.generations.schemas import (
     BatchDeleteBody,
@@ -24,6 +24,7 @@ from flowstudio.generations.schemas import (
     HistoryItem,
     HistoryList,
 )
+from flowstudio.i18n.search import Term, search_terms
 from flowstudio.imaging import STORED_TYPES, extension_for
 from flowstudio.storage import ObjectNotFound
 
@@ -72,7 +73,13 @@ async def list_history(
     status_filter: str | None = Query(
         None, alias="status", max_length=100, description="One status or several, comma-separated."
     ),
-    q: str | None = Query(None, max_length=200, description="Words in the prompt (prefixes)."),
+    q: str | None = Query(
+        None,
+        max_length=200,
+        description="Words in the prompt, each matched as a prefix; a run of Chinese, Japanese "
+        "or Korean characters matches where it stands in the prompt. Case, width, accents and "
+        "Simplified/Traditional Chinese do not matter.",
+    ),
     since: IsoDatetime | None = Query(
         None, description="Created at or after (ISO 8601, with zone)."
     ),
@@ -81,10 +88,10 @@ async def list_history(
     deleted: bool = Query(False, description="true: the trash instead of the live history."),
     cursor: str | None = Query(None, max_length=512),
 ) -> Response:
-    words: tuple[str, ...] = ()
+    terms: tuple[Term, ...] = ()
     if q is not None and q.strip():
-        words = tuple(search_words(q))
-        if not words:
+        terms = tuple(search_terms(q))
+        if not terms:
             raise ValidationFailed(
                 "The search has no words to look for.",
                 errors=[{"field": "q", "message": "no searchable words"}],
@@ -97,7 +104,7 @@ async def list_history(
         since=_aware(since, "since"),
         until=_aware(until, "until"),
         adopted=adopted,
-        words=words,
+        terms=terms,
         deleted=deleted,
     )
     page = await history.list_history(

@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, T
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flowstudio.db import Base, utcnow
+from flowstudio.i18n.search import index_text
 from flowstudio.ids import uuid7
 
 
@@ -33,6 +34,10 @@ _TRASHED = text("deleted_at IS NOT NULL")
 
 def _partial(name: str, *columns: str, where: Any, unique: bool = False) -> Index:
     return Index(name, *columns, unique=unique, sqlite_where=where, postgresql_where=where)
+
+
+def _search_text_of_prompt(context: Any) -> str:
+    return index_text(context.get_current_parameters()["prompt"])
 
 
 class Generation(Base):
@@ -92,6 +97,11 @@ class Generation(Base):
     source: Mapped[str] = mapped_column(String(16), default="generated")
     status: Mapped[str] = mapped_column(String(16), default=GenerationStatus.PENDING.value)
     prompt: Mapped[str] = mapped_column(Text)
+    # What search reads (flowstudio.i18n.search): the prompt folded and cut into tokens,
+    # written with the row from its prompt unless given (migration 0009).
+    search_text: Mapped[str] = mapped_column(
+        Text, default=_search_text_of_prompt, server_default=""
+    )
     params: Mapped[dict[str, Any]]  # size, options, input generation ids
     temperature: Mapped[float | None]
     seed: Mapped[int | None] = mapped_column(BigInteger)
@@ -150,6 +160,11 @@ class UserQueue(Base):
     running: Mapped[int] = mapped_column(default=0)
     next_due_at: Mapped[datetime | None]  # NULL: nothing pending
     served_at: Mapped[datetime] = mapped_column(default=NEVER_SERVED)
+    # Never anything but 0 in a stored row: a generate that took the user past the queue's
+    # limit sets it last in its unit, and the CHECK undoes the whole unit (migration 0008).
+    refused: Mapped[int] = mapped_column(
+        CheckConstraint("refused = 0", name="admission"), default=0, server_default="0"
+    )
 
 
 class ObjectDeletion(Base):

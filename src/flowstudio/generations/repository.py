@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import NullType
+from sqlalchemy.types import ARRAY, NullType
 
 from flowstudio.db import UTCDateTime, utcnow
 from flowstudio.generations import history_json
@@ -42,6 +41,7 @@ from flowstudio.generations.models import (
     ObjectDeletion,
     UserQueue,
 )
+from flowstudio.i18n.search import Term
 from flowstudio.pagination import Position
 from flowstudio.runs.models import Run, RunStep
 
@@ -285,14 +285,49 @@ async def claim_pending(
     return claimed
 
 
-async def pending_count(db: AsyncSession, *, user_id: uuid.UUID) -> int:
-    """How many of the user's generations wait in the queue (one primary-key read). On
-    PostgreSQL the user's queue row stays locked to the end of the transaction, so concurrent
-    requests of one user count one after the other."""
-    query = select(UserQueue.pending).where(UserQueue.user_id == user_id)
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    return await db.scalar(query) or 0
+async def run_and_pending(
+    db: AsyncSession, *, user_id: uuid.UUID, run_id: uuid.UUID, count_pending: bool
+) -> tuple[Run | None, int]:
+    """The user's live run and, when `count_pending`, how many of the user's generations wait
+    in the queue, in one statement (one round trip; on D1 one request). On PostgreSQL the
+    user's queue row stays locked to the end of the transaction (``FOR UPDATE`` in the
+    sub-select), so concurrent generates of one user count one after the other."""
+    columns: list[Any] = [Run]
+    if count_pending:
+        pending = select(UserQueue.pending).where(UserQueue.user_id == user_id)
+        if db.get_bind().dialect.name == "postgresql":
+            pending = pending.with_for_update()
+        columns.append(pending.scalar_subquery())
+    query = select(*columns).where(
+        Run.id == run_id, Run.user_id == user_id, Run.deleted_at.is_(None)
+    )
+    row = (await db.execute(query)).first()
+    if row is None:
+        return None, 0
+    return row[0], (row[1] or 0) if count_pending else 0
+
+
+ADMISSION_CHECK = "ck_user_queues_admission"
+
+
+async def admit(db: AsyncSession, *, user_id: uuid.UUID, limit: int) -> None:
+    """The last write of a unit that queued generations: with the user now past `limit`
+    pending, it fails the queue row's CHECK (`ADMISSION_CHECK`), which undoes the whole unit.
+    The count it reads holds this unit's rows and every committed unit's, so concurrent
+    requests never overshoot (PostgreSQL: the row is locked by the insert trigger, and the
+    update re-reads it once the lock is free; SQLite and D1: one writer at a time). On D1 it
+    travels in the unit's one batch."""
+    await db.execute(
+        update(UserQueue)
+        .where(UserQueue.user_id == user_id, UserQueue.pending > limit)
+        .values(refused=1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def refused_admission(exc: BaseException) -> bool:
+    """Whether a failed statement or commit is `admit` turning a unit away."""
+    return ADMISSION_CHECK in str(getattr(exc, "orig", None) or exc)
 
 
 async def extend_leases(
@@ -361,14 +396,6 @@ async def live_generations_of_run(db: AsyncSession, run_id: uuid.UUID) -> list[G
 
 # -- history ---------------------------------------------------------------------------------
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-MAX_SEARCH_WORDS = 8
-
-
-def search_words(q: str) -> list[str]:
-    """The words of a search box, lower-cased; each matches as a prefix."""
-    return [w.lower() for w in _WORD.findall(q)][:MAX_SEARCH_WORDS]
-
 
 @dataclass(frozen=True)
 class HistoryFilters:
@@ -379,19 +406,38 @@ class HistoryFilters:
     since: datetime | None = None
     until: datetime | None = None
     adopted: bool | None = None
-    words: tuple[str, ...] = ()
+    terms: tuple[Term, ...] = ()
     deleted: bool = False
 
 
-def _postgres_tsquery(words: Sequence[str]) -> str:
-    return " & ".join(f"{w}:*" for w in words)
+def _postgres_tsquery(terms: Sequence[Term]) -> str:
+    """Every term's tokens, as tsquery input (the tokens are letters and digits only, quoted
+    as they are: nothing in them is tsquery syntax); a word or lone CJK character as a prefix.
+    `prompt_tsv` has no positions, so a CJK run's bigrams are only required here; that they
+    stand in a row is checked by `_postgres_phrases`."""
+    parts = []
+    for term in terms:
+        if term.prefix:
+            parts.append(f"'{term.tokens[0]}':*")
+        else:
+            parts.extend(f"'{token}'" for token in term.tokens)
+    return " & ".join(parts)
 
 
-# Rendered as a literal: with a bind parameter, asyncpg's prepared statement soon gets
-# PostgreSQL's generic plan, which cannot tell a common word from a rare one and scans
+def _postgres_phrases(terms: Sequence[Term]) -> list[str]:
+    """LIKE patterns over ' ' || search_text || ' ': each CJK run's bigrams, in a row."""
+    return ["% " + " ".join(t.tokens) + " %" for t in terms if not t.prefix] or ["%"]
+
+
+# The query is rendered as a literal: with a bind parameter, asyncpg's prepared statement soon
+# gets PostgreSQL's generic plan, which cannot tell a common word from a rare one and scans
 # every match of a heavy user (1.5 s instead of 2 ms on a 1M-row history).
-_POSTGRES_SEARCH = text("generations.prompt_tsv @@ to_tsquery('simple', :tsquery)").bindparams(
-    bindparam("tsquery", type_=String(), literal_execute=True)
+_POSTGRES_SEARCH = text(
+    "generations.prompt_tsv @@ CAST(:tsquery AS tsquery) "
+    "AND (' ' || generations.search_text || ' ') LIKE ALL (:phrases)"
+).bindparams(
+    bindparam("tsquery", type_=String(), literal_execute=True),
+    bindparam("phrases", type_=ARRAY(String())),
 )
 
 
@@ -511,19 +557,20 @@ def history_rows(
     hand-off to a reader thread, on PostgreSQL through the async engine."""
     shape = _shape(filters, after)
     params = _history_params(filters, after)
-    if filters.words and connection.dialect.name == "sqlite":
+    if filters.terms and connection.dialect.name == "sqlite":
         return _sqlite_search_rows(
             connection,
             shape,
             params,
             user_id=user_id,
-            words=filters.words,
+            terms=filters.terms,
             after=after,
             limit=limit,
         )
-    if filters.words:
-        params["tsquery"] = _postgres_tsquery(filters.words)
-    query = _history_statement(shape, bool(filters.words))
+    if filters.terms:
+        params["tsquery"] = _postgres_tsquery(filters.terms)
+        params["phrases"] = _postgres_phrases(filters.terms)
+    query = _history_statement(shape, bool(filters.terms))
     return connection.execute(query, {**params, "user_id": user_id, "limit": limit}).all()
 
 
@@ -541,17 +588,9 @@ _PREFIX_TERMS = text(
 )
 
 
-def _exact_in_fts(word: str) -> bool:
-    """Whether FTS5 reads `word` as itself: one token, unchanged by unicode61's folding (lower
-    case ASCII letters and digits, and CJK ideographs, which have no case or diacritics)."""
-    return all("a" <= c <= "z" or "0" <= c <= "9" or "\u4e00" <= c <= "\u9fcc" for c in word)
-
-
 def _prefix_terms(connection: Connection, word: str) -> list[str] | None:
-    """The indexed prompt terms starting with `word`, or None when they cannot be used (too
-    many of them, or a word or term FTS5 would tokenize differently)."""
-    if not _exact_in_fts(word):
-        return None
+    """The indexed prompt tokens starting with `word`, or None when there are too many. (The
+    FTS5 tokenizer, `ascii`, reads every token of `search_text` as itself.)"""
     # Every string that starts with the word sorts in [word, the word with its last character
     # incremented); SQLite compares UTF-8 text in code point order.
     upper = word[:-1] + chr(ord(word[-1]) + 1)
@@ -560,22 +599,24 @@ def _prefix_terms(connection: Connection, word: str) -> list[str] | None:
             _PREFIX_TERMS, {"word": word, "upper": upper, "n": MAX_PREFIX_TERMS + 1}
         ).scalars()
     )
-    if len(terms) > MAX_PREFIX_TERMS or not all(_exact_in_fts(term) for term in terms):
-        return None
-    return terms
+    return None if len(terms) > MAX_PREFIX_TERMS else terms
 
 
-def _sqlite_word_match(connection: Connection, word: str) -> str:
-    """The FTS5 expression for one search word, matched as a prefix of prompt terms.
+def _sqlite_term_match(connection: Connection, term: Term) -> str:
+    """The FTS5 expression for one search term (tokens are letters and digits: no quoting).
 
-    FTS5 answers `"w"*` by merging the doclists of every term starting with w, over all users,
-    before the first row; exact terms are read lazily and stop at the page. So the prefix is
-    spelled out as its terms when there are few. The word itself is always one of them: a word
-    typed in full is found even if the term table were to miss it."""
+    A CJK run is the phrase of its bigrams. A word matches as a prefix of prompt tokens: FTS5
+    answers `"w"*` by merging the doclists of every term starting with w, over all users,
+    before the first row, while exact terms are read lazily and stop at the page; so the prefix
+    is spelled out as its terms when there are few. The word itself is always one of them: a
+    word typed in full is found even if the term table were to miss it."""
+    if not term.prefix:
+        return 'prompt : "' + " ".join(term.tokens) + '"'
+    [word] = term.tokens
     terms = _prefix_terms(connection, word)
     if terms is None:
         return f'prompt : "{word}"*'
-    alternatives = " OR ".join(f'"{term}"' for term in dict.fromkeys([word, *terms]))
+    alternatives = " OR ".join(f'"{t}"' for t in dict.fromkeys([word, *terms]))
     return f"prompt : ({alternatives})"
 
 
@@ -627,7 +668,7 @@ def _sqlite_search_rows(
     params: dict[str, Any],
     *,
     user_id: uuid.UUID,
-    words: Sequence[str],
+    terms: Sequence[Term],
     after: Position | None,
     limit: int,
 ) -> list[Row[Any]]:
@@ -636,7 +677,7 @@ def _sqlite_search_rows(
     so a page costs a few index probes however many rows match overall. The batches carry
     the full rows: no statement after them."""
     match = f'owner : "u{user_id.hex}" AND ' + " AND ".join(
-        [_sqlite_word_match(connection, w) for w in words]
+        [_sqlite_term_match(connection, term) for term in terms]
     )
     statement = _sqlite_search_statement(shape)
     found: list[Any] = []

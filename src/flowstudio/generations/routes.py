@@ -81,7 +81,7 @@ async def generate(
     idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
     prefer: str | None = Header(None),
 ) -> GenerateResponse:
-    rows = await service.request_generations(
+    found = await service.request_generations(
         db,
         bus=ctx.bus,
         user=user,
@@ -91,7 +91,7 @@ async def generate(
         idempotency_key=idempotency_key,
         max_pending=ctx.settings.max_pending_per_user,
     )
-    ids = [g.id for g in rows]
+    ids = [g.id for g, _ in found]
     wait = parse_prefer_wait(prefer)
     if wait:
         # The wait needs the rows visible to the worker: this request's work is done, commit it.
@@ -100,7 +100,7 @@ async def generate(
             ctx.sessions, bus=ctx.bus, run_id=run_id, ids=ids, timeout=wait
         )
         response.headers["Preference-Applied"] = f"wait={wait:g}"
-    found = await repository.get_many_with_adoption(db, ids)
+        found = await repository.get_many_with_adoption(db, ids)
     if wait and all(GenerationStatus(g.status).is_terminal for g, _ in found):
         response.status_code = status.HTTP_200_OK
     return GenerateResponse(generations=[to_read(g, adopted=a) for g, a in found])

@@ -25,6 +25,7 @@ from flowstudio.auth.models import User
 from flowstudio.db import utcnow
 from flowstudio.errors import (
     Conflict,
+    NotFound,
     PayloadTooLarge,
     QueueFull,
     StepNotReady,
@@ -89,8 +90,9 @@ async def request_generations(
     body: GenerateBody,
     idempotency_key: str | None,
     max_pending: int = 0,
-) -> list[Generation]:
-    """Insert `count` pending rows (one batch) in the caller's transaction.
+) -> list[tuple[Generation, bool]]:
+    """Insert `count` pending rows (one batch) in the caller's transaction; answer them, each
+    with whether it is adopted.
 
     `max_pending` (0 = unlimited) bounds how many of the user's generations may wait in the
     queue: a request that would pass it is refused whole (QueueFull) and queues nothing."""
@@ -100,9 +102,13 @@ async def request_generations(
             raise ValidationFailed("Idempotency-Key must be 1 to 255 characters.")
         existing = await repository.by_idempotency_key(db, user_id=user.id, key=idempotency_key)
         if existing:
-            return _same_request(existing, run_id, step_id)
+            return await _same_request(db, existing, run_id, step_id)
 
-    run = await runs_service.get_owned_run(db, user=user, run_id=run_id)
+    run, pending = await repository.run_and_pending(
+        db, user_id=user.id, run_id=run_id, count_pending=bool(max_pending)
+    )
+    if run is None:
+        raise NotFound(runs_service.RUN_NOT_FOUND)
     step = runs_service.step_of(run, step_id)
     adopted = await runs_service.adopted_generations(db, run)
     waiting = [s for s in step.inputs if s not in adopted]
@@ -133,15 +139,8 @@ async def request_generations(
         }
         for s in step.image_inputs
     ]
-    if max_pending:
-        pending = await repository.pending_count(db, user_id=user.id)
-        if pending + body.count > max_pending:
-            raise QueueFull(
-                f"You have {pending} generations waiting (the limit is {max_pending}); "
-                "wait for some to finish, or cancel some, then try again.",
-                pending=pending,
-                limit=max_pending,
-            )
+    if max_pending and pending + body.count > max_pending:
+        raise _queue_full(pending, max_pending)
     temperature = body.temperature if body.temperature is not None else step.temperature
     base_seed = body.seed if body.seed is not None else step.seed
     batch_id = uuid7()
@@ -179,30 +178,52 @@ async def request_generations(
                 output={},
             )
         )
-    if idempotency_key is None:
+    # One unit, no savepoint: the rows, their events, the run's `updated_at` and the admission
+    # check, then the read of the answer (on D1 all of it is one batch). Whatever refuses the
+    # unit (the queue's limit, or a concurrent request with the same Idempotency-Key that won
+    # the race) undoes all of it.
+    try:
         db.add_all(rows)
         await db.flush()
-    else:
-        try:
-            # A savepoint only where there is a race to lose (it costs round trips, and on D1
-            # it sends the rows ahead of the rest of the unit).
-            async with db.begin_nested():
-                db.add_all(rows)
-                await db.flush()
-        except IntegrityError:
-            # A concurrent request with the same Idempotency-Key won: answer with its rows.
+        for generation in rows:
+            await bus.emit(db, _status_event(generation))
+        await runs_service.repository.touch_run(db, run.id, now)
+        if max_pending:
+            # The read above can race with this user's other requests; this cannot.
+            await repository.admit(db, user_id=user.id, limit=max_pending)
+        return await repository.get_many_with_adoption(db, [g.id for g in rows])
+    except IntegrityError as exc:
+        refused = repository.refused_admission(exc)
+        if not refused and idempotency_key is None:
+            raise
+        await db.rollback()
+        if not refused:
+            # Another request with this Idempotency-Key won the race: answer with its rows.
             existing = await repository.by_idempotency_key(db, user_id=user.id, key=idempotency_key)
-            return _same_request(existing, run_id, step_id)
-    for generation in rows:
-        await bus.emit(db, _status_event(generation))
-    await runs_service.repository.touch_run(db, run.id, now)
-    return rows
+            if not existing:
+                raise
+            return await _same_request(db, existing, run_id, step_id)
+    _, pending = await repository.run_and_pending(
+        db, user_id=user.id, run_id=run_id, count_pending=True
+    )
+    raise _queue_full(pending, max_pending)
 
 
-def _same_request(existing: list[Generation], run_id: uuid.UUID, step_id: str) -> list[Generation]:
+def _queue_full(pending: int, limit: int) -> QueueFull:
+    return QueueFull(
+        f"You have {pending} generations waiting (the limit is {limit}); "
+        "wait for some to finish, or cancel some, then try again.",
+        pending=pending,
+        limit=limit,
+    )
+
+
+async def _same_request(
+    db: AsyncSession, existing: list[Generation], run_id: uuid.UUID, step_id: str
+) -> list[tuple[Generation, bool]]:
     if existing[0].run_id != run_id or existing[0].step_id != step_id:
         raise IdempotencyConflict("This Idempotency-Key was already used for another step.")
-    return existing
+    return await repository.get_many_with_adoption(db, [g.id for g in existing])
 
 
 async def wait_for_terminal(

@@ -249,8 +249,9 @@ async def adopt_candidate(
         await repository.set_adoption(
             db, run_id=run.id, step_id=step_id, generation_id=generation.id, now=now
         )
-        invalidated = await _invalidate_downstream(db, run=run, step_id=step_id, now=now)
         await repository.touch_run(db, run.id, now)
+        # Last, as it answers (RETURNING): on D1 it carries the writes above in one batch.
+        invalidated = await _invalidate_downstream(db, run=run, step_id=step_id, now=now)
         await _emit_adoption(
             db, bus, run=run, step_id=step_id, generation_id=generation.id, invalidated=invalidated
         )
@@ -274,8 +275,9 @@ async def clear_adoption(
         await repository.set_adoption(
             db, run_id=run.id, step_id=step_id, generation_id=None, now=now
         )
-        invalidated = await _invalidate_downstream(db, run=run, step_id=step_id, now=now)
         await repository.touch_run(db, run.id, now)
+        # Last, as it answers (RETURNING): on D1 it carries the writes above in one batch.
+        invalidated = await _invalidate_downstream(db, run=run, step_id=step_id, now=now)
         await _emit_adoption(
             db, bus, run=run, step_id=step_id, generation_id=None, invalidated=invalidated
         )

@@ -1,0 +1,1 @@
+"""Language: search text folded across scripts and widths (`search`)."""
