@@ -3,7 +3,7 @@ import io
 import time
 
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageDraw
 
 from flowstudio.providers import (
     ERROR_CODES,
@@ -429,3 +429,44 @@ async def test_render_time_1024(provider, capsys):
             f"{sum(render) / len(render):.1f} ms render_ms, min {min(wall):.1f} ms, "
             f"png {len(result.image) // 1024} KiB"
         )
+
+
+# ------------------------------------------------------------------------ CJK captions
+
+
+def _glyph(font, char: str) -> bytes:
+    image = Image.new("L", (48, 48))
+    ImageDraw.Draw(image).text((4, 4), char, font=font, fill=255)
+    return image.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("text", "face"),
+    [
+        ("一只红色的陶瓷茶壶放在木桌上", "zh-Hans"),
+        ("一隻紅色的陶瓷茶壺放在木桌上", "zh-Hant"),
+        ("ガラスのティーポット木", "ja"),
+        ("유리주전자나무테이블", "ko"),
+    ],
+)
+def test_cjk_captions_draw_a_distinct_glyph_for_every_character(text, face):
+    from flowstudio.providers import local
+
+    assert local._caption_face(text) == face
+    font = local._caption_font(24, text)
+    assert font.getname()[0].startswith("Noto Sans CJK")
+    glyphs = [_glyph(font, c) for c in dict.fromkeys(text)]
+    # Not one box drawn for every character: each character its own shape, and ink in each.
+    assert len(set(glyphs)) == len(glyphs)
+    assert all(any(g) for g in glyphs)
+
+
+def test_latin_captions_keep_the_default_font():
+    from flowstudio.providers import local
+
+    assert local._caption_face("a cozy cabin, café") is None
+
+
+async def test_a_long_cjk_prompt_renders(provider):
+    result = await provider.generate(request("茶壶" * 300, width=256, height=256))
+    assert decode(result.image).size == (256, 256)

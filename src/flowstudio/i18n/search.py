@@ -71,6 +71,12 @@ def _traditional_to_simplified() -> dict[int, str]:
     }
 
 
+def is_traditional(text: str) -> bool:
+    """Whether `text` holds a Han character that OpenCC writes differently in Simplified."""
+    table = _traditional_to_simplified()
+    return any(ord(c) in table for c in text)
+
+
 def fold(text: str) -> str:
     """NFKC, case folding, Latin-style diacritics dropped, Traditional to Simplified."""
     text = unicodedata.normalize("NFKC", text).casefold()

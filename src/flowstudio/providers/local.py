@@ -38,6 +38,7 @@ import asyncio
 import colorsys
 import functools
 import hashlib
+import importlib.resources
 import io
 import math
 import random
@@ -51,6 +52,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from flowstudio.i18n.search import is_traditional
 
 from .base import (
     ERROR_CODES,
@@ -585,6 +588,40 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+# Noto Sans CJK's collection (the `noto-cjk-sans-otc` package, SIL Open Font License 1.1):
+# one face per region, which draw the same characters in their own forms.
+_CJK_FACES = {"ja": 0, "ko": 1, "zh-Hans": 2, "zh-Hant": 3}
+
+
+@functools.lru_cache(maxsize=32)
+def _cjk_font(size: int, face: str) -> ImageFont.FreeTypeFont | None:
+    try:
+        collection = importlib.resources.files("noto_cjk_sans_otc") / "NotoSansCJK-Regular.ttc"
+        with importlib.resources.as_file(collection) as path:
+            return ImageFont.truetype(str(path), size, index=_CJK_FACES[face])
+    except (ImportError, OSError):  # the font package is missing: draw what the default can
+        return None
+
+
+def _caption_face(text: str) -> str | None:
+    """Which Noto Sans CJK face draws `text`: None for Latin-1 text (the default font draws
+    it); otherwise by the script it holds (kana: Japanese, Hangul: Korean, Traditional Han
+    characters: Traditional Chinese; else Simplified Chinese, whose face also draws Latin,
+    Greek and Cyrillic)."""
+    if all(ord(c) < 0x100 for c in text):
+        return None
+    if any("\u3040" <= c <= "\u30ff" for c in text):
+        return "ja"
+    if any("\uac00" <= c <= "\ud7af" or "\u1100" <= c <= "\u11ff" for c in text):
+        return "ko"
+    return "zh-Hant" if is_traditional(text) else "zh-Hans"
+
+
+def _caption_font(size: int, text: str) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    face = _caption_face(text)
+    return (_cjk_font(size, face) if face else None) or _font(size)
+
+
 def _printable(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> str:
     text = "".join(ch if ch.isprintable() else " " for ch in text)
     if not isinstance(font, ImageFont.FreeTypeFont):
@@ -609,10 +646,16 @@ def _wrap(
             current = candidate
             continue
         if not current:
-            # A single word wider than the line: hard-break it.
-            cut = len(word)
-            while cut > 1 and font.getlength(word[:cut]) > max_width:
-                cut -= 1
+            # A single word wider than the line (or a line of CJK, which has no spaces):
+            # hard-break it where it fills the line.
+            low, high = 1, len(word)
+            while low < high:
+                middle = (low + high + 1) // 2
+                if font.getlength(word[:middle]) <= max_width:
+                    low = middle
+                else:
+                    high = middle - 1
+            cut = low
             current, rest = word[:cut], word[cut:]
             if rest:
                 words.insert(0, rest)
@@ -662,7 +705,7 @@ def _draw_caption_locked(
     w, h = image.size
     unit = min(w, h)
     font_size = max(8, min(40, round(unit / 40)))
-    font = _font(font_size)
+    font = _caption_font(font_size, spec.prompt[:600])
     small = _font(max(8, round(font_size * 0.75)))
     margin = max(3, round(font_size * 0.6))
     if poster:
