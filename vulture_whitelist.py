@@ -71,3 +71,10 @@ insertmanyvalues_max_parameters
 search_text
 # The definition of a search match the backends are tested against.
 matches
+# Babel reads these catalogue header fields when it writes a .po file (i18n/extract.py).
+header_comment
+fuzzy
+last_translator
+language_team
+msgid_bugs_address
+copyright_holder

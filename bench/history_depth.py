@@ -12,7 +12,9 @@
    loopback port.
 3. Times `GET /api/history?limit=50` (sequential keep-alive requests after a warm-up) for the
    heavy user at depths 0, 5 %, 50 % and 95 % of `--heavy` (0 / 10k / 100k / 190k by default),
-   plain, with `flow=product-shot` and with `q=<word>`; each depth's cursor is the signed
+   plain, with `flow=product-shot`, with `q=<word>` (Latin, common) and with `q=<cjk>` (two
+   Chinese characters, in Simplified; a fifth of the runs are written in Chinese, half of them
+   in Traditional characters, which the search folds); each depth's cursor is the signed
    position of the last row of the previous page in that (filtered) order. Each response is
    checked to start at the expected row. The same pages are also timed in-process through
    `repository.history_rows` (the query and its rows, no HTTP).
@@ -52,7 +54,7 @@ import sqlalchemy
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import event, func, select, text
+from sqlalchemy import and_, event, func, select, text
 
 from bench.common import percentile, record
 from flowstudio.auth.models import ApiToken, User
@@ -1130,6 +1132,7 @@ def ensure_filled(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                     f"[green]{backend}: reusing the filled database "
                     f"({count:,} generations, filled {meta['filled_at']}).[/green]"
                 )
+                upgrade_sync(url)  # migrations added since the fill (a no-op when none)
                 return {**meta["fill"], "reused": True, "filled_at": meta["filled_at"]}
     console.print(
         f"[bold]{backend}: filling {args.rows:,} generations "
@@ -1146,11 +1149,30 @@ def ensure_filled(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     return {**fill, "reused": False, "filled_at": filled_at}
 
 
-def _search_filter(dialect: str, terms: list[Term] | tuple[Term, ...]) -> Any:
+def _search_filter(
+    dialect: str, terms: list[Term] | tuple[Term, ...], user_id: uuid.UUID | None = None
+) -> Any:
     """A plain search condition for setup queries (counts, depth cursors); the timed requests
-    use the server's own search path."""
+    use the server's own search path. PostgreSQL's lexemes are per user: without one, the
+    count reads the search text itself."""
+    if dialect == "postgresql" and user_id is not None:
+        condition = repository._POSTGRES_SEARCH.bindparams(
+            tsquery=repository._postgres_tsquery(terms, user_id)
+        )
+        phrases = repository._postgres_phrases(terms)
+        if phrases:
+            condition = and_(condition, repository._POSTGRES_PHRASES.bindparams(phrases=phrases))
+        return condition
     if dialect == "postgresql":
-        return repository._POSTGRES_SEARCH.bindparams(tsquery=repository._postgres_tsquery(terms))
+        patterns = ["% " + " ".join(t.tokens) + ("%" if t.prefix else " %") for t in terms]
+        return and_(
+            *(
+                text(f"(' ' || generations.search_text || ' ') LIKE :p{i}").bindparams(
+                    **{f"p{i}": pattern}
+                )
+                for i, pattern in enumerate(patterns)
+            )
+        )
     match = " AND ".join(
         f'prompt : "{t.tokens[0]}"*' if t.prefix else 'prompt : "' + " ".join(t.tokens) + '"'
         for t in terms
@@ -1201,7 +1223,7 @@ def _conditions(dialect: str, user_id: uuid.UUID, filters: HistoryFilters) -> li
     if filters.flow:
         conditions.append(Generation.flow_slug == filters.flow)
     if filters.terms:
-        conditions.append(_search_filter(dialect, filters.terms))
+        conditions.append(_search_filter(dialect, filters.terms, user_id))
     return conditions
 
 
@@ -1544,6 +1566,8 @@ def _literal(value: Any) -> str:
         return str(value)
     if isinstance(value, datetime):
         value = value.isoformat()
+    if isinstance(value, list | tuple):
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]::text[]"
     return "'" + str(value).replace("'", "''") + "'"
 
 

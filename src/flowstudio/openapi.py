@@ -27,6 +27,7 @@ OPERATION_IDS = {
     "login": "auth_login",
     "logout": "auth_logout",
     "me": "auth_me",
+    "set_language": "auth_set_language",
     "list_tokens": "token_list",
     "create_token": "token_create",
     "revoke_token": "token_revoke",

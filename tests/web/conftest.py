@@ -182,9 +182,13 @@ async def session_factory(browser: Any, live_server: str) -> AsyncIterator[Any]:
     """Make as many independent browser sessions (users) as a test needs."""
     contexts = []
 
-    async def make(viewport: dict[str, int] | None = None) -> Session:
+    async def make(viewport: dict[str, int] | None = None, locale: str | None = None) -> Session:
+        # `locale` is what the browser prefers: its Accept-Language and navigator.language.
         context = await browser.new_context(
-            viewport=viewport or DESKTOP, accept_downloads=True, base_url=live_server
+            viewport=viewport or DESKTOP,
+            accept_downloads=True,
+            base_url=live_server,
+            **({"locale": locale} if locale else {}),
         )
         contexts.append(context)
         return Session(context, live_server)

@@ -2,13 +2,15 @@
 
 Serves a throw-away FlowStudio (temporary data dir, SQLite, local provider) on a loopback port,
 fills it with a demo run through the API, and photographs the run page, a candidates dialog and
-the history page at desktop (1280×800) and phone (390×844) width with Debian's Chromium.
+the history page at desktop (1280×800) and phone (390×844) width with Debian's Chromium, and
+at desktop width in Traditional and Simplified Chinese (a user who writes in each).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -61,10 +63,22 @@ class Client:
         )
 
 
-async def seed(client: Client) -> dict[str, Any]:
-    body = await client.call(
-        "POST", "/api/auth/register", {"email": "ada@example.com", "password": PASSWORD}
-    )
+# What each screenshot user types: English, or Chinese in the script of their language.
+TEXTS = {
+    "en": (
+        "ada@example.com",
+        "a matte black ceramic coffee mug",
+        "a coffee mug",
+        "a mug, side view",
+    ),
+    "zh-TW": ("lin@example.com", "霧面黑色陶瓷咖啡杯", "咖啡杯", "馬克杯側面"),
+    "zh-CN": ("wang@example.com", "哑光黑色陶瓷咖啡杯", "咖啡杯", "马克杯侧面"),
+}
+
+
+async def seed(client: Client, language: str = "en") -> dict[str, Any]:
+    email, product, blocked, slow = TEXTS[language]
+    body = await client.call("POST", "/api/auth/register", {"email": email, "password": PASSWORD})
     client.csrf = body["csrf_token"]
     quick = await client.call("POST", "/api/flows/quick/runs", {"inputs": {}})
     await client.generate(quick["id"], "image", count=2, seed=7)
@@ -76,33 +90,37 @@ async def seed(client: Client) -> dict[str, Any]:
     run = await client.call(
         "POST",
         "/api/flows/product-shot/runs",
-        {"inputs": {"product": "a matte black ceramic coffee mug"}},
+        {"inputs": {"product": product}},
     )
     objects = await client.generate(run["id"], "object", count=3, seed=42)
     await client.adopt(run["id"], "object", objects[1]["id"])
-    await client.generate(run["id"], "object", prompt="[fail:content_blocked] a coffee mug")
+    await client.generate(run["id"], "object", prompt=f"[fail:content_blocked] {blocked}")
     scenes = await client.generate(run["id"], "scene", count=3, seed=5, temperature=0.9)
     await client.adopt(run["id"], "scene", scenes[0]["id"])
     # Left running while the pictures are taken: shows the live placeholder.
-    await client.generate(run["id"], "object", wait=False, prompt="[slow:60] a mug, side view")
+    await client.generate(run["id"], "object", wait=False, prompt=f"[slow:60] {slow}")
     await client.generate(run["id"], "poster", wait=False, prompt="[slow:60] poster")
     return run
 
 
-async def shoot(base: str, run: dict[str, Any], storage_state: Any, browser: Any) -> list[Path]:
+async def shoot(base: str, users: dict[str, tuple[dict, Any]], browser: Any) -> list[Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, viewport, scheme in [
-        ("desktop", DESKTOP, "light"),
-        ("phone", PHONE, "light"),
-        ("desktop-dark", DESKTOP, "dark"),
+    for name, viewport, scheme, language in [
+        ("desktop", DESKTOP, "light", "en"),
+        ("phone", PHONE, "light", "en"),
+        ("desktop-dark", DESKTOP, "dark", "en"),
+        ("desktop-zh-TW", DESKTOP, "light", "zh-TW"),
+        ("desktop-zh-CN", DESKTOP, "light", "zh-CN"),
     ]:
+        run, storage_state = users[language]
         context = await browser.new_context(
             viewport=viewport,
             base_url=base,
             storage_state=storage_state,
             color_scheme=scheme,
             device_scale_factor=1,
+            locale=language if language != "en" else "en-US",
         )
         page = await context.new_page()
 
@@ -121,12 +139,27 @@ async def shoot(base: str, run: dict[str, Any], storage_state: Any, browser: Any
         await page.goto("/history")
         await page.locator("#history-grid .hist-card").first.wait_for()
         await snap("history")
-        if name == "desktop":
+        if name.startswith("desktop") and scheme == "light":
             await page.locator("#history-grid .hist-card .hist-thumb").nth(2).click()
             await page.locator("#drawer .drawer-section").first.wait_for()
             await snap("history-drawer")
         await context.close()
     return written
+
+
+def cjk_fontconfig(directory: Path) -> dict[str, str]:
+    """Environment for a Chromium that can draw Chinese: the system's fonts plus the Noto Sans
+    CJK that FlowStudio already installs (for its captions), without installing fonts."""
+    import importlib.resources
+
+    fonts = importlib.resources.files("noto_cjk_sans_otc")
+    config = directory / "fonts.conf"
+    config.write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig>\n'
+        '  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>\n'
+        f"  <dir>{fonts}</dir>\n  <cachedir>{directory / 'cache'}</cachedir>\n</fontconfig>\n"
+    )
+    return {"FONTCONFIG_FILE": str(config)}
 
 
 async def main() -> int:
@@ -151,14 +184,24 @@ async def main() -> int:
             try:
                 async with async_playwright() as playwright:
                     browser = await playwright.chromium.launch(
-                        executable_path=executable, args=CHROMIUM_ARGS
+                        executable_path=executable,
+                        args=CHROMIUM_ARGS,
+                        env={**os.environ, **cjk_fontconfig(data_dir)},
                     )
-                    context = await browser.new_context(base_url=base)
-                    client = Client(context, base)
-                    run = await seed(client)
-                    state = await context.storage_state()
-                    await context.close()
-                    written = await shoot(base, run, state, browser)
+                    users = {}
+                    for language in TEXTS:
+                        # The user's browser language: it names the runs the API makes for them.
+                        locale = language if language != "en" else "en-US"
+                        context = await browser.new_context(
+                            base_url=base,
+                            locale=locale,
+                            extra_http_headers={"Accept-Language": locale},
+                        )
+                        client = Client(context, base)
+                        run = await seed(client, language)
+                        users[language] = (run, await context.storage_state())
+                        await context.close()
+                    written = await shoot(base, users, browser)
                     await browser.close()
             finally:
                 server.should_exit = True

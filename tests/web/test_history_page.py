@@ -172,7 +172,9 @@ async def test_by_run_view_adopts_and_downloads(web):
     await expect(tiles).to_have_count(3)
     adopted = step.locator(".cand.is-adopted")
     await expect(adopted).to_have_attribute("data-id", data["objects"][0]["id"])
-    await expect(step.locator(".cand[data-status=failed]")).to_contain_text("content_blocked")
+    await expect(step.locator(".cand[data-status=failed]")).to_contain_text(
+        "Blocked by the provider's content policy"
+    )
 
     other = step.locator(f".cand[data-id='{data['objects'][1]['id']}']")
     download = other.get_by_role("link", name=re.compile("Download"))

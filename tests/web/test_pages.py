@@ -68,7 +68,7 @@ async def test_api_tokens_are_shown_once_and_revocable(web):
     me = await page.request.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
     assert me.status == 200
 
-    await page.get_by_role("button", name="Done").click()
+    await page.get_by_role("button", name="Close").click()
     await expect(value).to_be_hidden()
     await page.get_by_role("button", name="Revoke token nightly batch").click()
     await page.locator("#confirm-dialog").get_by_role("button", name="Revoke").click()

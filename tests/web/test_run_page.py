@@ -155,7 +155,7 @@ async def test_failed_generation_shows_its_error_and_retries(web):
     cands = dialog(page, "image")
     failed = cands.locator(".cand[data-status=failed]")
     await expect(failed).to_have_count(1, timeout=15_000)
-    await expect(failed).to_contain_text("content_blocked")
+    await expect(failed).to_contain_text("Blocked by the provider's content policy")
     await expect(failed).to_contain_text("refused this prompt")
 
     # Retry generates again with the same prompt, seed and temperature.

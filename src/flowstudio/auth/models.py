@@ -21,6 +21,8 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None]
+    # The pages' language the user picked ("en", "zh-TW", "zh-CN"); None: Accept-Language.
+    language: Mapped[str | None] = mapped_column(String(16))
 
 
 class UserSession(Base):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from flowstudio.auth.schemas import (
     Credentials,
+    LanguageBody,
     LoginBody,
     SessionRead,
     TokenCreate,
@@ -19,6 +20,7 @@ from flowstudio.auth.schemas import (
 from flowstudio.auth.service import SignedIn
 from flowstudio.deps import SESSION_COOKIE, ContextDep, CurrentUser, PrincipalDep, SessionDep
 from flowstudio.errors import problem_responses
+from flowstudio.i18n import locales
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -37,6 +39,21 @@ def _set_session_cookie(
     )
 
 
+def _set_language_cookie(
+    response: Response, ctx: ContextDep, language: str | None, request: Request
+) -> None:
+    """The pages follow the language stored with the account on every device it signs in on."""
+    if language:
+        response.set_cookie(
+            locales.COOKIE,
+            language,
+            max_age=365 * 86400,
+            samesite="lax",
+            secure=ctx.settings.secure_cookies or request.url.scheme == "https",
+            path="/",
+        )
+
+
 def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -52,7 +69,11 @@ def _client_address(request: Request) -> str:
 async def register(
     body: Credentials, request: Request, response: Response, db: SessionDep, ctx: ContextDep
 ) -> SessionRead:
-    signed_in = await ctx.auth.register(db, email=body.email, password=body.password)
+    # A new account keeps the language its pages were shown in.
+    language = locales.supported(request.cookies.get(locales.COOKIE))
+    signed_in = await ctx.auth.register(
+        db, email=body.email, password=body.password, language=language
+    )
     _set_session_cookie(response, ctx, signed_in, request)
     return SessionRead(
         user=UserRead.model_validate(signed_in.user), csrf_token=signed_in.csrf_token
@@ -75,6 +96,7 @@ async def login(
         previous_token=request.cookies.get(SESSION_COOKIE),
     )
     _set_session_cookie(response, ctx, signed_in, request)
+    _set_language_cookie(response, ctx, signed_in.user.language, request)
     return SessionRead(
         user=UserRead.model_validate(signed_in.user), csrf_token=signed_in.csrf_token
     )
@@ -99,6 +121,25 @@ async def me(principal: PrincipalDep, ctx: ContextDep) -> SessionRead:
     return SessionRead(
         user=UserRead.model_validate(principal.user), csrf_token=ctx.auth.csrf_token(principal)
     )
+
+
+@router.put(
+    "/me/language",
+    response_model=UserRead,
+    responses=problem_responses(401, 403, 422),
+)
+async def set_language(
+    body: LanguageBody,
+    request: Request,
+    response: Response,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
+) -> UserRead:
+    """The pages' language for this account, on every device (and a cookie for this one)."""
+    updated = await ctx.auth.set_language(db, user=user, language=body.language)
+    _set_language_cookie(response, ctx, body.language, request)
+    return UserRead.model_validate(updated)
 
 
 @router.post(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -25,6 +26,15 @@ class UserRead(BaseModel):
     email: str
     is_admin: bool
     created_at: datetime
+    language: str | None = Field(
+        None, description="The pages' language the user picked (en, zh-TW, zh-CN), if any."
+    )
+
+
+class LanguageBody(BaseModel):
+    language: Literal["en", "zh-TW", "zh-CN"] = Field(
+        description="English, Traditional Chinese (Taiwan) or Simplified Chinese."
+    )
 
 
 class SessionRead(BaseModel):

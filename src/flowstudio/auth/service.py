@@ -161,13 +161,22 @@ class AuthService:
         return await asyncio.to_thread(self.hasher.hash, password)
 
     async def create_user(
-        self, db: AsyncSession, *, email: str, password: str, is_admin: bool = False
+        self,
+        db: AsyncSession,
+        *,
+        email: str,
+        password: str,
+        is_admin: bool = False,
+        language: str | None = None,
     ) -> User:
         email = normalize_email(email)
         if await repository.get_user_by_email(db, email) is not None:
             raise EmailTaken("An account with this email already exists; sign in instead.")
         user = User(
-            email=email, password_hash=await self._hash_password(password), is_admin=is_admin
+            email=email,
+            password_hash=await self._hash_password(password),
+            is_admin=is_admin,
+            language=language,
         )
         try:
             async with db.begin_nested():
@@ -179,10 +188,12 @@ class AuthService:
             ) from None
         return user
 
-    async def register(self, db: AsyncSession, *, email: str, password: str) -> SignedIn:
+    async def register(
+        self, db: AsyncSession, *, email: str, password: str, language: str | None = None
+    ) -> SignedIn:
         if not self.registration_open:
             raise RegistrationClosed("Ask the administrator of this server for an account.")
-        user = await self.create_user(db, email=email, password=password)
+        user = await self.create_user(db, email=email, password=password, language=language)
         return await self._start_session(db, user=user)
 
     async def login(
@@ -328,6 +339,17 @@ class AuthService:
 
     async def list_api_tokens(self, db: AsyncSession, *, user: User) -> list[ApiToken]:
         return await repository.list_api_tokens(db, user.id)
+
+    async def set_language(self, db: AsyncSession, *, user: User, language: str) -> User:
+        """Store the pages' language with the account (remembered answers forget the user, so
+        the next request reads it)."""
+        stored = await db.get(User, user.id)
+        if stored is None:
+            raise NotFound("No such user.")
+        stored.language = language
+        await db.flush()
+        self.principals.forget_user(user.id)
+        return stored
 
     async def revoke_api_token(self, db: AsyncSession, *, user: User, token_id: uuid.UUID) -> None:
         api_token = await repository.get_api_token(db, user.id, token_id)

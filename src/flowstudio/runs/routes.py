@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 
 from flowstudio.deps import ContextDep, CurrentUser, LimitDep, SessionDep
 from flowstudio.errors import problem_responses
+from flowstudio.i18n import locales
 from flowstudio.runs import service
 from flowstudio.runs.schemas import (
     AdoptBody,
@@ -31,11 +32,23 @@ NOT_FOUND = (404, "not_found: no such run or step (or not yours)")
     responses=problem_responses(401, 403, (404, "not_found: no such flow"), 422),
 )
 async def start_run(
-    slug: str, body: RunCreate, user: CurrentUser, db: SessionDep, ctx: ContextDep
+    slug: str,
+    body: RunCreate,
+    request: Request,
+    user: CurrentUser,
+    db: SessionDep,
+    ctx: ContextDep,
 ) -> RunRead:
-    run = await service.start_run(
-        db, flows=ctx.flows, user=user, flow_slug=slug, inputs=body.inputs, title=body.title
+    # A title made for the run (none given) names the flow in the language of the pages that
+    # asked for it; the API's own answers stay in English.
+    language = locales.request_language(
+        request.cookies.get(locales.COOKIE) or user.language,
+        request.headers.get("accept-language"),
     )
+    with locales.using(language):
+        run = await service.start_run(
+            db, flows=ctx.flows, user=user, flow_slug=slug, inputs=body.inputs, title=body.title
+        )
     return (await service.describe_runs(db, [run]))[0]
 
 

@@ -21,6 +21,7 @@ from flowstudio.generations import repository as generations_repo
 from flowstudio.generations.events import Event, EventBus
 from flowstudio.generations.models import Generation, GenerationStatus
 from flowstudio.generations.schemas import to_read
+from flowstudio.i18n import locales
 from flowstudio.pagination import CursorCodec, Position
 from flowstudio.runs import repository
 from flowstudio.runs.models import Run, RunStep
@@ -42,8 +43,12 @@ def step_of(run: Run, step_id: str) -> Any:
 
 
 def _default_title(flow: FlowDefinition, inputs: dict[str, str]) -> str:
+    """The flow's title (in the current language: the bundled flows' are in the catalogue) and
+    the first input given."""
     first = next((value for value in inputs.values() if value), "")
-    title = f"{flow.title}: {first}" if first else flow.title
+    flow_title = locales.gettext(flow.title)
+    separator = "：" if locales.current() != "en" else ": "
+    title = f"{flow_title}{separator}{first}" if first else flow_title
     return title if len(title) <= 200 else title[:199] + "…"
 
 

@@ -12,6 +12,7 @@ from flowstudio.web.routes import (
     SignInRequired,
     here,
     login_redirect,
+    page_language,
     render,
 )
 from flowstudio.web.routes import router as pages_router
@@ -21,26 +22,34 @@ __all__ = ["html_error_page", "install_web"]
 
 STATIC_DIR = WEB_DIR / "static"
 
+
+def N_(message: str) -> str:  # noqa: N802 - gettext's name for "translated later"
+    """Marks a message for the catalogue; it is translated where it is shown."""
+    return message
+
+
 _ERROR_TITLES = {
-    400: "That request did not work",
-    403: "You can't open this",
-    404: "Nothing here",
-    405: "That doesn't work here",
-    409: "That conflicts with the current state",
-    413: "That is too large",
-    422: "That request is not valid",
-    429: "Slow down a little",
-    500: "Something went wrong",
-    503: "FlowStudio is not ready",
+    400: N_("That request did not work"),
+    403: N_("You can't open this"),
+    404: N_("Nothing here"),
+    405: N_("That doesn't work here"),
+    409: N_("That conflicts with the current state"),
+    413: N_("That is too large"),
+    422: N_("That request is not valid"),
+    429: N_("Slow down a little"),
+    500: N_("Something went wrong"),
+    503: N_("FlowStudio is not ready"),
 }
 
 _ERROR_HINTS = {
-    403: "If you think you should have access, sign in with the account that owns it.",
-    404: "The page or item may have been deleted, or it belongs to another account.",
-    429: "Wait a moment, then try again.",
-    500: "The error has been logged. Try again in a moment; if it keeps happening, "
-    "tell the administrator of this server.",
-    503: "The server is starting or its database is unavailable. Try again in a moment.",
+    403: N_("If you think you should have access, sign in with the account that owns it."),
+    404: N_("The page or item may have been deleted, or it belongs to another account."),
+    429: N_("Wait a moment, then try again."),
+    500: N_(
+        "The error has been logged. Try again in a moment; if it keeps happening, "
+        "tell the administrator of this server."
+    ),
+    503: N_("The server is starting or its database is unavailable. Try again in a moment."),
 }
 
 
@@ -57,14 +66,16 @@ async def html_error_page(request: Request, status: int, code: str, detail: str)
     """A friendly error page for browser requests; a 401 sends the visitor to sign in."""
     if status == 401:
         return login_redirect(here(request))
+    # The problem's detail is English: other languages show the status's own title and hint.
+    english = page_language(request, None) == "en"
     return render(
         request,
         "error.html",
         status_code=status,
         status=status,
         code=code,
-        title=_ERROR_TITLES.get(status, "Something went wrong"),
-        detail=detail,
+        title=_ERROR_TITLES.get(status, _ERROR_TITLES[500]),
+        detail=detail if english else "",
         hint=_ERROR_HINTS.get(status, ""),
     )
 

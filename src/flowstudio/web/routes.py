@@ -7,6 +7,7 @@ template's <meta name="csrf-token">.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,14 +16,25 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from flowstudio.auth.service import Principal
 from flowstudio.deps import OptionalPrincipal, SessionDep
 from flowstudio.errors import InvalidCursor, NotFound
+from flowstudio.i18n import locales
 from flowstudio.runs import service as runs_service
 
 WEB_DIR = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=WEB_DIR / "templates")
+TEMPLATES.env.add_extension("jinja2.ext.i18n")
+TEMPLATES.env.install_gettext_callables(  # type: ignore[attr-defined]
+    locales.gettext, locales.ngettext, newstyle=True
+)
+# Content that the catalogue may translate (the bundled flows' texts, error titles): looked up,
+# never formatted, and escaped like any other value.
+TEMPLATES.env.filters["tr"] = lambda text: locales.gettext(text) if text else text
+TEMPLATES.env.filters["datetime"] = locales.format_time
+TEMPLATES.env.filters["number"] = locales.format_number
 
 router = APIRouter(include_in_schema=False)
 
@@ -70,6 +82,24 @@ async def page_principal(request: Request, principal: OptionalPrincipal) -> Prin
 PagePrincipal = Annotated[Principal, Depends(page_principal, scope="function")]
 
 
+def page_language(request: Request, principal: Principal | None) -> str:
+    """The cookie (the header's picker), else the account's language, else Accept-Language."""
+    stored = principal.user.language if principal is not None else None
+    return locales.request_language(
+        request.cookies.get(locales.COOKIE) or stored, request.headers.get("accept-language")
+    )
+
+
+def _embedded_json(value: Any) -> str:
+    """JSON safe inside <script type="application/json">: no "<" can close the element."""
+    return Markup(
+        json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        .replace("<", "\\u003c")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
 def render(
     request: Request,
     template: str,
@@ -81,33 +111,66 @@ def render(
     csrf_token = None
     if principal is not None:
         csrf_token = request.app.state.ctx.auth.csrf_token(principal)
-    return TEMPLATES.TemplateResponse(
-        request,
-        template,
-        {
-            "user": principal.user if principal else None,
-            "csrf_token": csrf_token,
-            "nav": request.url.path,
-            **context,
-        },
-        status_code=status_code,
-        headers=NO_STORE,
-    )
-
-
-def flows_for_page(request: Request) -> list[dict[str, Any]]:
-    flows = []
-    for flow in request.app.state.ctx.flows.all():
-        flows.append(
+    language = page_language(request, principal)
+    catalogue = locales.js_catalogue(language)
+    with locales.using(language):  # the template renders here, in the page's language
+        response = TEMPLATES.TemplateResponse(
+            request,
+            template,
             {
-                "slug": flow.slug,
-                "title": flow.title,
-                "description": flow.description,
-                "inputs": [i.model_dump() for i in flow.inputs],
-                "steps": [{"id": s.id, "title": s.title, "kind": s.kind} for s in flow.steps],
-            }
+                "user": principal.user if principal else None,
+                "csrf_token": csrf_token,
+                "nav": request.url.path,
+                "lang": language,
+                "languages": list(locales.LANGUAGES.values()),
+                "js_catalogue": _embedded_json(catalogue) if catalogue else "",
+                **context,
+            },
+            status_code=status_code,
+            headers={**NO_STORE, "Content-Language": language},
         )
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    return response
+
+
+def _translated_input(spec: dict[str, Any]) -> dict[str, Any]:
+    for key in ("label", "placeholder", "help"):
+        if isinstance(spec.get(key), str) and spec[key]:
+            spec[key] = locales.gettext(spec[key])
+    return spec
+
+
+def flows_for_page(request: Request, principal: Principal | None) -> list[dict[str, Any]]:
+    """The flows, their texts in the page's language (the bundled flows' are in the catalogue;
+    others show as written)."""
+    flows = []
+    with locales.using(page_language(request, principal)):
+        for flow in request.app.state.ctx.flows.all():
+            flows.append(
+                {
+                    "slug": flow.slug,
+                    "title": locales.gettext(flow.title),
+                    "description": locales.gettext(flow.description) if flow.description else "",
+                    "inputs": [_translated_input(i.model_dump()) for i in flow.inputs],
+                    "steps": [
+                        {"id": s.id, "title": locales.gettext(s.title), "kind": s.kind}
+                        for s in flow.steps
+                    ],
+                }
+            )
     return flows
+
+
+def _translated_run(request: Request, principal: Principal, run: dict[str, Any]) -> dict[str, Any]:
+    """A described run with its flow's and steps' titles in the page's language."""
+    with locales.using(page_language(request, principal)):
+        for key in ("flow_title",):
+            if isinstance(run.get(key), str):
+                run[key] = locales.gettext(run[key])
+        for step in run.get("steps", []):
+            if isinstance(step.get("title"), str):
+                step["title"] = locales.gettext(step["title"])
+    return run
 
 
 # -- signing in ---------------------------------------------------------------------------------
@@ -152,8 +215,8 @@ async def home_page(request: Request, principal: PagePrincipal, db: SessionDep) 
         request,
         "home.html",
         principal=principal,
-        flows=flows_for_page(request),
-        runs=[run.model_dump(mode="json") for run in runs],
+        flows=flows_for_page(request, principal),
+        runs=[_translated_run(request, principal, run.model_dump(mode="json")) for run in runs],
         more_runs=next_cursor is not None,
     )
 
@@ -173,7 +236,8 @@ async def run_page(
         db, user=principal.user, run_id=parse_uuid(run_id, "run")
     )
     [described] = await runs_service.describe_runs(db, [run])
-    return render(request, "run.html", principal=principal, run=described.model_dump(mode="json"))
+    run_data = _translated_run(request, principal, described.model_dump(mode="json"))
+    return render(request, "run.html", principal=principal, run=run_data)
 
 
 # -- history ------------------------------------------------------------------------------------
@@ -181,7 +245,9 @@ async def run_page(
 
 @router.get("/history")
 async def history_page(request: Request, principal: PagePrincipal) -> Response:
-    return render(request, "history.html", principal=principal, flows=flows_for_page(request))
+    return render(
+        request, "history.html", principal=principal, flows=flows_for_page(request, principal)
+    )
 
 
 @router.get("/history/runs")
@@ -208,11 +274,11 @@ async def history_by_run_page(
         request,
         "history_runs.html",
         principal=principal,
-        runs=[run.model_dump(mode="json") for run in runs],
+        runs=[_translated_run(request, principal, run.model_dump(mode="json")) for run in runs],
         next_cursor=next_cursor,
         first_page=cursor is None,
         flow=flow or "",
-        flows=flows_for_page(request),
+        flows=flows_for_page(request, principal),
     )
 
 

@@ -11,7 +11,10 @@ read it instead of the prompt:
   (0004). Its tokenizer is now `ascii`, which splits at the spaces between the tokens and keeps
   each as it is: `unicode61` knows Unicode 6.1 only, and split or dropped newer letters;
 - PostgreSQL: `prompt_tsv` is the tokens as they are (`array_to_tsvector`), not parsed again
-  by the text search parser, whose idea of a letter depends on the server's locale.
+  by the text search parser, whose idea of a letter depends on the server's locale, each
+  prefixed with its owner (`<user id hex>/茶壶`): every search is one user's, and a rare word
+  of a user with a long history is then one short posting list, not the intersection of the
+  word's (over all users) with the user's whole history.
 
 Existing rows are folded here, a page at a time, then the indexes are rebuilt from them.
 """
@@ -29,6 +32,7 @@ down_revision = "0008"
 _PAGE = 2000
 _OLD_TOKENIZER = "tokenize='unicode61 remove_diacritics 2'"
 _NEW_TOKENIZER = "tokenize='ascii'"
+_OWNER = "replace(user_id::text, '-', '') || '/'"  # what each PostgreSQL lexeme starts with
 _ROWID = "(SELECT rowid FROM generation_search WHERE generation_id = {row}.id)"
 
 
@@ -129,7 +133,10 @@ def upgrade() -> None:
     )
     _backfill(op.get_bind())
     if op.get_bind().dialect.name == "postgresql":
-        _postgres_index("array_to_tsvector(string_to_array(search_text, ' '))")
+        _postgres_index(
+            f"array_to_tsvector(string_to_array({_OWNER} || replace(search_text, ' ', ' ' || "
+            f"{_OWNER}), ' '))"
+        )
     else:
         _sqlite_index("search_text", _NEW_TOKENIZER)
 

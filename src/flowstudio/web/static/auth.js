@@ -1,6 +1,6 @@
 // Sign-in and sign-up forms: post to /api/auth/login|register, then go where the visitor was headed.
 
-import { api } from "./common.js";
+import { api, problemMessage, t } from "./common.js";
 
 const form = document.getElementById("auth-form");
 const errorBox = document.getElementById("auth-error");
@@ -24,10 +24,10 @@ form.addEventListener("submit", async (event) => {
   const mode = form.dataset.mode;
   const email = form.email.value.trim();
   const password = form.password.value;
-  if (!email) return showError("Enter your email address.", form.email);
-  if (mode === "register" && !form.email.checkValidity()) return showError("Enter a valid email address.", form.email);
-  if (!password) return showError("Enter your password.", form.password);
-  if (mode === "register" && password.length < 8) return showError("Choose a password of at least 8 characters.", form.password);
+  if (!email) return showError(t("Enter your email address."), form.email);
+  if (mode === "register" && !form.email.checkValidity()) return showError(t("Enter a valid email address."), form.email);
+  if (!password) return showError(t("Enter your password."), form.password);
+  if (mode === "register" && password.length < 8) return showError(t("Choose a password of at least 8 characters."), form.password);
   const button = form.querySelector("button[type=submit]");
   button.disabled = true;
   button.setAttribute("aria-busy", "true");
@@ -37,10 +37,10 @@ form.addEventListener("submit", async (event) => {
     });
     location.assign(safeNext(form.dataset.next));
   } catch (error) {
-    let message = error.message;
+    let message = problemMessage(error);
     if (error.code === "validation_error" && error.problem.errors) {
       const fields = error.problem.errors.map((e) => e.field);
-      message = fields.includes("email") ? "Enter a valid email address." : "Choose a password of at least 8 characters.";
+      message = fields.includes("email") ? t("Enter a valid email address.") : t("Choose a password of at least 8 characters.");
     }
     showError(message, error.code === "email_taken" || error.code === "invalid_credentials" ? form.email : null);
     button.disabled = false;

@@ -2,25 +2,26 @@
 // the run page's candidates dialogs and the history pages.
 
 import {
-  formatDuration, formatTemperature, generationDuration, h, icon, openModal, STATUS_LABELS, timeEl,
+  failureLabel, formatDuration, formatNumber, formatTemperature, generationDuration, h, icon, LANG, openModal, statusLabel, t, timeEl,
 } from "./common.js";
 
 /** Replace a broken preview with a calm "unavailable" state instead of the browser's icon. */
 export function guardedImage(src, { alt = "", className = "", width, height, loading = "lazy" } = {}) {
   const img = h(`img${className ? "." + className : ""}`, { src, alt, loading, decoding: "async", width, height });
   img.addEventListener("error", () => {
-    const fallback = h("span.img-missing", { role: "img", "aria-label": alt ? `${alt} (preview unavailable)` : "Preview unavailable" },
-      icon("image"), h("span", {}, "Preview unavailable"));
+    const fallback = h("span.img-missing", {
+      role: "img", "aria-label": alt ? t("%(image)s (preview unavailable)", { image: alt }) : t("Preview unavailable"),
+    }, icon("image"), h("span", {}, t("Preview unavailable")));
     img.replaceWith(fallback);
   }, { once: true });
   return img;
 }
 
 function metaLine(gen) {
-  const seed = gen.seed !== null && gen.seed !== undefined ? `, seed ${gen.seed}` : "";
-  const parts = [h("span", { title: `Temperature${seed}` }, `t ${formatTemperature(gen.temperature)}`)];
+  const title = gen.seed !== null && gen.seed !== undefined ? t("Temperature, seed %(seed)s", { seed: gen.seed }) : t("Temperature");
+  const parts = [h("span", { title }, t("t %(temperature)s", { temperature: formatTemperature(gen.temperature) }))];
   const ms = gen.status === "succeeded" || gen.status === "failed" ? generationDuration(gen) : null;
-  if (ms !== null) parts.push(h("span", { title: "Generation time" }, formatDuration(ms)));
+  if (ms !== null) parts.push(h("span", { title: t("Generation time") }, formatDuration(ms)));
   parts.push(timeEl(gen.created_at));
   return h("div.cand-meta", {}, parts);
 }
@@ -30,27 +31,31 @@ function metaLine(gen) {
  * options: {adopted, label, onAdopt(gen), onRetry(gen), onView(gen), adoptBusy}
  */
 export function candidateTile(gen, options = {}) {
-  const { adopted = false, label = "Candidate", onAdopt, onRetry, onView } = options;
+  const { adopted = false, label = t("Candidate"), onAdopt, onRetry, onView } = options;
+  // The label inside a sentence ("View candidate of Object full size").
+  const inSentence = label.toLocaleLowerCase(LANG);
   const tile = h("li.cand", { dataset: { id: gen.id, status: gen.status } });
   if (adopted) tile.classList.add("is-adopted");
 
   if (gen.status === "succeeded" && gen.asset) {
     const thumb = h("button.cand-thumb", {
       type: "button",
-      "aria-label": `View ${label.toLowerCase()} full size`,
+      "aria-label": t("View %(image)s full size", { image: inSentence }),
       onclick: () => onView && onView(gen),
-    }, guardedImage(gen.asset.thumbnail_url, { alt: `${label}, temperature ${formatTemperature(gen.temperature)}` }));
+    }, guardedImage(gen.asset.thumbnail_url, {
+      alt: t("%(image)s, temperature %(temperature)s", { image: label, temperature: formatTemperature(gen.temperature) }),
+    }));
     tile.append(thumb);
-    if (adopted) tile.append(h("span.cand-flag", {}, icon("check"), "Adopted"));
+    if (adopted) tile.append(h("span.cand-flag", {}, icon("check"), t("Adopted")));
   } else if (gen.status === "failed") {
     tile.append(h("div.cand-error", {},
-      h("span.cand-error-head", {}, icon("alert"), h("strong", {}, "Failed"), h("code", {}, gen.error ? gen.error.code : "error")),
-      h("p.cand-error-msg", {}, gen.error ? gen.error.message : "The generation failed.")));
+      h("span.cand-error-head", {}, icon("alert"), h("strong", {}, gen.error ? failureLabel(gen.error.code) : t("Failed"))),
+      h("p.cand-error-msg", {}, gen.error ? gen.error.message : t("The generation failed."))));
   } else {
     const waiting = gen.status === "pending" || gen.status === "running";
     tile.append(h(`div.cand-placeholder.is-${gen.status}`, { "aria-busy": waiting ? "true" : undefined },
       waiting ? h("span.spinner", { "aria-hidden": "true" }) : null,
-      h("span", {}, gen.status === "running" ? "Generating…" : STATUS_LABELS[gen.status] || gen.status)));
+      h("span", {}, gen.status === "running" ? t("Generating…") : statusLabel(gen.status))));
   }
 
   tile.append(metaLine(gen));
@@ -63,15 +68,15 @@ export function candidateTile(gen, options = {}) {
         dataset: { action: "adopt" },
         disabled: adopted,
         onclick: () => onAdopt(gen),
-      }, adopted ? [icon("check"), "Adopted"] : "Adopt"));
+      }, adopted ? [icon("check"), t("Adopted")] : t("Adopt")));
     }
     actions.append(h("a.btn.btn-sm.btn-ghost", {
-      href: gen.asset.download_url, download: "", "aria-label": `Download ${label.toLowerCase()}`, title: "Download",
+      href: gen.asset.download_url, download: "", "aria-label": t("Download %(image)s", { image: inSentence }), title: t("Download"),
     }, icon("download")));
   } else if (gen.status === "failed" && onRetry) {
     actions.append(h("button.btn.btn-sm", {
       type: "button", dataset: { action: "retry" }, onclick: () => onRetry(gen),
-    }, icon("retry"), "Retry"));
+    }, icon("retry"), t("Retry")));
   }
   if (actions.childElementCount) tile.append(actions);
   return tile;
@@ -127,18 +132,20 @@ export class Lightbox {
   render() {
     const gen = this.items[this.index];
     if (!gen) return;
-    const label = this.options.label ? this.options.label(gen) : "Image";
+    const label = this.options.label ? this.options.label(gen) : t("Image");
     this.title.textContent = this.options.title || label;
     this.img.src = gen.asset.url;
-    this.img.alt = `${label} — ${gen.prompt.slice(0, 140)}`;
+    this.img.alt = t("%(image)s — %(prompt)s", { image: label, prompt: gen.prompt.slice(0, 140) });
     this.img.width = gen.asset.width || 0;
     this.img.height = gen.asset.height || 0;
     this.dialog.dataset.id = gen.id;
-    this.position.textContent = this.items.length > 1 ? `${this.index + 1} / ${this.items.length}` : "";
+    this.position.textContent = this.items.length > 1
+      ? t("%(position)s / %(total)s", { position: formatNumber(this.index + 1), total: formatNumber(this.items.length) })
+      : "";
     this.prevButton.hidden = this.nextButton.hidden = this.items.length < 2;
     this.download.href = gen.asset.download_url;
-    const bits = [`temperature ${formatTemperature(gen.temperature)}`];
-    if (gen.seed !== null && gen.seed !== undefined) bits.push(`seed ${gen.seed}`);
+    const bits = [t("temperature %(temperature)s", { temperature: formatTemperature(gen.temperature) })];
+    if (gen.seed !== null && gen.seed !== undefined) bits.push(t("seed %(seed)s", { seed: gen.seed }));
     bits.push(`${gen.asset.width}×${gen.asset.height}`);
     const ms = generationDuration(gen);
     if (ms !== null) bits.push(formatDuration(ms));
@@ -147,7 +154,7 @@ export class Lightbox {
       const adopted = this.options.isAdopted ? this.options.isAdopted(gen) : gen.adopted;
       this.adoptButton.hidden = false;
       this.adoptButton.disabled = adopted;
-      this.adoptButton.textContent = adopted ? "Adopted" : "Adopt";
+      this.adoptButton.textContent = adopted ? t("Adopted") : t("Adopt");
       this.adoptButton.classList.toggle("btn-primary", !adopted);
     } else {
       this.adoptButton.hidden = true;

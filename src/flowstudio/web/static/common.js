@@ -1,12 +1,136 @@
-// Shared helpers for every page: the JSON API client (CSRF, problem details), DOM building,
-// toasts, relative times, dialogs, and the sign-out button.
+// Shared helpers for every page: translations, the JSON API client (CSRF, problem details), DOM
+// building, toasts, relative times, dialogs, and the sign-out button.
+
+// -- language -----------------------------------------------------------------------------------
+// The page embeds its language's messages (the catalogue's part that these modules use) as JSON;
+// t() looks a message up by its English text, and English is what it gives when there is none.
+
+/** The page's language (BCP 47, from <html lang>): "en", "zh-TW" or "zh-CN". */
+export const LANG = document.documentElement.lang || "en";
+
+const CATALOGUE = (() => {
+  const node = document.getElementById("i18n-catalogue");
+  try {
+    return node ? JSON.parse(node.textContent) : {};
+  } catch {
+    return {};
+  }
+})();
+
+function fill(text, vars) {
+  if (!vars) return text;
+  return text.replace(/%\((\w+)\)[sd]/g, (whole, name) => (name in vars ? String(vars[name]) : whole));
+}
+
+/** The message in the page's language: t("Adopted"), t("%(n)s of %(total)s", {n, total}). */
+export function t(message, vars) {
+  const found = CATALOGUE[message];
+  return fill(typeof found === "string" && found ? found : message, vars);
+}
+
+/** A message with a count: tn("%(num)s image", "%(num)s images", n). `num` is filled in. */
+export function tn(singular, plural, n, vars = {}) {
+  const forms = CATALOGUE[singular];
+  let text;
+  if (Array.isArray(forms) && forms.every(Boolean)) {
+    text = forms.length === 1 ? forms[0] : forms[n === 1 ? 0 : Math.min(1, forms.length - 1)];
+  } else {
+    text = n === 1 ? singular : plural;
+  }
+  return fill(text, { num: formatNumber(n), ...vars });
+}
+
+/** A number in the page's language. */
+export function formatNumber(value) {
+  return new Intl.NumberFormat(LANG).format(value);
+}
+
+/** A list of names in a sentence: "Object", "Object and Scene", "Object, Scene, and Poster". */
+export function formatList(items) {
+  return new Intl.ListFormat(LANG, { style: "long", type: "conjunction" }).format(items.map(String));
+}
+
+/**
+ * A translated text whose %(name)s placeholders are DOM nodes (a link, a <time>):
+ * h("p", {}, withNodes(t("Start a run from %(flows)s."), { flows: link })).
+ */
+export function withNodes(text, nodes) {
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(/%\((\w+)\)s/g)) {
+    if (!(match[1] in nodes)) continue;
+    if (match.index > last) parts.push(text.slice(last, match.index));
+    parts.push(nodes[match[1]]);
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  return parts;
+}
+
+// -- API problems -------------------------------------------------------------------------------
+// The API's `detail` is English; people read a message chosen by the problem's stable `code`.
+
+/** What went wrong, and what to do, in the page's language, for an ApiError (or any error). */
+export function problemMessage(error) {
+  const code = error && typeof error === "object" ? error.code : undefined;
+  const status = error && typeof error === "object" ? error.status : undefined;
+  switch (code) {
+    case "not_found":
+      return t("It could not be found; it may have been deleted. Reload the page and try again.");
+    case "validation_error":
+      return t("Some of what was sent is not valid. Check what you entered and try again.");
+    case "step_not_ready":
+      return t("An earlier step has no adopted image yet. Adopt one there first, then try again.");
+    case "not_adoptable":
+      return t("Only a finished image that has not been deleted can be adopted.");
+    case "idempotency_key_reused":
+      return t("This request was already sent with different content. Reload the page and try again.");
+    case "queue_full":
+      return t("Too many of your generations are waiting. Let some of them finish, then try again.");
+    case "rate_limited":
+      return t("Too many attempts. Wait a moment, then try again.");
+    case "invalid_credentials":
+      return t("Wrong email or password. Check them and try again.");
+    case "email_taken":
+      return t("That email already has an account. Sign in instead.");
+    case "registration_closed":
+      return t("Registration is closed on this server. Ask its administrator for an account.");
+    case "csrf_failed":
+      return t("The page's security check failed. Reload the page and try again.");
+    case "unauthenticated":
+      return t("Your session has ended. Sign in again.");
+    case "payload_too_large":
+      return t("What was sent is too large. Use a smaller file or a shorter text, then try again.");
+    case "unsupported_media_type":
+      return t("That file is not an image FlowStudio can store. Upload a PNG, JPEG or WebP image.");
+    case "invalid_cursor":
+      return t("The list could not continue where it left off. Reload the page.");
+    case "conflict":
+      return t("This changed in the meantime. Reload the page and try again.");
+    case "unavailable":
+      return t("The service is not ready yet. Try again in a moment.");
+    case "database_unavailable":
+      return t("The database is not answering right now. Try again in a few seconds.");
+    case "internal_error":
+      return t("Something went wrong on the server; it has been logged. Try again.");
+    case "network_error":
+      return t("The server could not be reached. Check your connection and try again.");
+    default:
+      if (status === 0) return t("The server could not be reached. Check your connection and try again.");
+      if (status >= 500) return t("The server ran into a problem. Try again in a moment.");
+      return t("Something went wrong. Reload the page and try again.");
+  }
+}
 
 export class ApiError extends Error {
   constructor(status, problem) {
-    super((problem && (problem.detail || problem.title)) || `Request failed (${status})`);
+    const code = (problem && problem.code) || "error";
+    super(problemMessage({ code, status }));
     this.status = status;
-    this.code = (problem && problem.code) || "error";
+    this.code = code;
     this.problem = problem || {};
+    // The API's own words (English), for debugging; never shown on the page.
+    this.detail = (problem && (problem.detail || problem.title)) || `Request failed (${status})`;
   }
 }
 
@@ -92,14 +216,14 @@ export function icon(name) {
 
 // -- time and numbers ---------------------------------------------------------------------------
 
-const RTF = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
-const ABSOLUTE = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const RTF = new Intl.RelativeTimeFormat(LANG, { numeric: "auto" });
+const ABSOLUTE = new Intl.DateTimeFormat(LANG, { dateStyle: "medium", timeStyle: "short" });
 
 export function relativeTime(iso) {
   if (!iso) return "";
   const seconds = (new Date(iso).getTime() - Date.now()) / 1000;
   const abs = Math.abs(seconds);
-  if (abs < 45) return "just now";
+  if (abs < 45) return t("just now");
   const units = [[60, "second", 1], [3600, "minute", 60], [86400, "hour", 3600], [604800, "day", 86400],
     [2629800, "week", 604800], [31557600, "month", 2629800], [Infinity, "year", 31557600]];
   for (const [limit, unit, size] of units) {
@@ -127,9 +251,15 @@ export function refreshTimes(root = document) {
 
 export function formatDuration(ms) {
   if (ms === null || ms === undefined || Number.isNaN(ms)) return "";
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
-  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+  if (ms < 1000) return t("%(ms)s ms", { ms: formatNumber(Math.round(ms)) });
+  if (ms < 60000) return t("%(seconds)s s", { seconds: formatDecimal(ms / 1000, 1, 1) });
+  return t("%(minutes)s min %(seconds)s s", {
+    minutes: formatNumber(Math.floor(ms / 60000)), seconds: formatNumber(Math.round((ms % 60000) / 1000)),
+  });
+}
+
+function formatDecimal(value, min, max) {
+  return new Intl.NumberFormat(LANG, { minimumFractionDigits: min, maximumFractionDigits: max }).format(value);
 }
 
 export function generationDuration(gen) {
@@ -141,25 +271,44 @@ export function generationDuration(gen) {
 
 export function formatBytes(bytes) {
   if (!bytes && bytes !== 0) return "";
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
-  return `${(bytes / 1024 / 1024).toFixed(2)} MB`;
+  if (bytes < 1024) return t("%(size)s B", { size: formatNumber(bytes) });
+  if (bytes < 1024 * 1024) return t("%(size)s KB", { size: formatDecimal(bytes / 1024, 1, 1) });
+  return t("%(size)s MB", { size: formatDecimal(bytes / 1024 / 1024, 2, 2) });
 }
 
-export function formatTemperature(t) {
-  return t === null || t === undefined ? "—" : Number(t).toFixed(2).replace(/0$/, "");
+export function formatTemperature(value) {
+  return value === null || value === undefined ? "—" : formatDecimal(Number(value), 1, 2);
 }
 
+/** A generation's status (the API's word) as people read it. */
 export const STATUS_LABELS = {
-  pending: "Queued",
-  running: "Generating",
-  succeeded: "Done",
-  failed: "Failed",
-  canceled: "Canceled",
+  pending: t("Queued"),
+  running: t("Generating"),
+  succeeded: t("Done"),
+  failed: t("Failed"),
+  canceled: t("Canceled"),
 };
 
+export function statusLabel(status) {
+  return STATUS_LABELS[status] || status;
+}
+
+/** Why a generation failed, for a person (its error code stays in the API and the drawer). */
+export function failureLabel(code) {
+  const labels = {
+    content_blocked: t("Blocked by the provider's content policy"),
+    provider_timeout: t("The provider took too long"),
+    rate_limited: t("The provider is busy; try again later"),
+    invalid_request: t("The provider refused the request"),
+    provider_unavailable: t("The provider is unavailable"),
+    provider_error: t("The provider failed"),
+    storage_error: t("The image could not be stored"),
+  };
+  return labels[code] || code || t("Failed");
+}
+
 export function statusBadge(status) {
-  return h(`span.badge.badge-${status}`, {}, STATUS_LABELS[status] || status);
+  return h(`span.badge.badge-${status}`, {}, statusLabel(status));
 }
 
 // -- toasts -------------------------------------------------------------------------------------
@@ -181,15 +330,16 @@ export function toast(message, { kind = "info", action, timeout = 5000 } = {}) {
       onclick: async () => { dismiss(); await action.run(); },
     }, action.label));
   }
-  item.append(h("button.icon-btn.toast-close", { type: "button", "aria-label": "Dismiss", onclick: dismiss }, "×"));
+  item.append(h("button.icon-btn.toast-close", { type: "button", "aria-label": t("Dismiss"), onclick: dismiss }, "×"));
   region.append(item);
   const timer = timeout ? setTimeout(dismiss, timeout) : null;
   return dismiss;
 }
 
+/** An error toast: `prefix` says what failed (translated), problemMessage(error) why. */
 export function errorToast(prefix, error) {
-  const detail = error instanceof Error ? error.message : String(error);
-  toast(prefix ? `${prefix}: ${detail}` : detail, { kind: "error", timeout: 8000 });
+  const problem = problemMessage(error);
+  toast(prefix ? t("%(action)s: %(problem)s", { action: prefix, problem }) : problem, { kind: "error", timeout: 8000 });
 }
 
 // -- dialogs ------------------------------------------------------------------------------------
@@ -219,7 +369,7 @@ export function closeOnBackdrop(dialog) {
 }
 
 /** Ask with the shared #confirm-dialog; resolves true when confirmed. */
-export function confirmDialog({ title, body, confirmLabel = "Delete" }) {
+export function confirmDialog({ title, body, confirmLabel = t("Delete") }) {
   const dialog = document.getElementById("confirm-dialog");
   if (!dialog) return Promise.resolve(window.confirm(body || title));
   dialog.querySelector("#confirm-title").textContent = title;
@@ -252,7 +402,7 @@ function installLogout() {
       } catch (error) {
         if (error.status !== 401) {
           button.disabled = false;
-          errorToast("Could not sign out", error);
+          errorToast(t("Could not sign out"), error);
           return;
         }
       }
@@ -261,7 +411,29 @@ function installLogout() {
   }
 }
 
+/** The header's language picker: remembered in a cookie, and with the account when signed in. */
+function installLanguageSwitch() {
+  for (const select of document.querySelectorAll("select[data-action=language]")) {
+    select.addEventListener("change", async () => {
+      const lang = select.value;
+      select.disabled = true;
+      try {
+        if (select.dataset.signedIn === "true") {
+          await api("PUT", "/api/auth/me/language", { body: { language: lang } });
+        } else {
+          document.cookie = `flowstudio_lang=${encodeURIComponent(lang)}; path=/; max-age=31536000; samesite=lax`;
+        }
+        location.reload();
+      } catch (error) {
+        select.disabled = false;
+        errorToast(t("Could not change the language"), error);
+      }
+    });
+  }
+}
+
 installLogout();
+installLanguageSwitch();
 refreshTimes();
 setInterval(() => refreshTimes(), 30000);
 for (const dialog of document.querySelectorAll("dialog")) {

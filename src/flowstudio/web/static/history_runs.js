@@ -1,7 +1,7 @@
 // History by run: each step's candidates load when the step is opened; adopt and download work
 // as in the run page's candidates dialog.
 
-import { api, errorToast, h, refreshTimes, toast } from "./common.js";
+import { api, errorToast, formatList, h, problemMessage, refreshTimes, t, tn, toast } from "./common.js";
 import { candidateTile, Lightbox } from "./candidates.js";
 
 const lightbox = new Lightbox(document.getElementById("lightbox"));
@@ -20,16 +20,16 @@ function render(details) {
   const finished = items.filter((g) => g.status === "succeeded" && g.asset);
   const tiles = items.map((gen) => candidateTile(gen, {
     adopted: gen.id === data.adopted,
-    label: `Candidate of ${title}`,
+    label: t("Candidate of %(step)s", { step: title }),
     onAdopt: (g) => adopt(details, g),
     onView: (g) => lightbox.open(finished, finished.indexOf(g), {
-      title: `${title} · candidates`,
-      label: () => `Candidate of ${title}`,
+      title: t("%(step)s · candidates", { step: title }),
+      label: () => t("Candidate of %(step)s", { step: title }),
       isAdopted: (x) => x.id === info(details).adopted,
       onAdopt: (x) => adopt(details, x),
     }),
   }));
-  grid.replaceChildren(...(tiles.length ? tiles : [h("li.cand-empty", {}, "No candidates in this step yet.")]));
+  grid.replaceChildren(...(tiles.length ? tiles : [h("li.cand-empty", {}, t("No candidates in this step yet."))]));
   details.querySelector("[data-slot=more]").hidden = !data.cursor;
   refreshTimes(grid);
 }
@@ -39,7 +39,7 @@ async function load(details, { more = false } = {}) {
   const params = new URLSearchParams({ limit: "24" });
   if (more && data.cursor) params.set("cursor", data.cursor);
   const grid = details.querySelector("[data-slot=grid]");
-  if (!more) grid.replaceChildren(h("li.cand-empty", { "aria-busy": "true" }, "Loading candidates…"));
+  if (!more) grid.replaceChildren(h("li.cand-empty", { "aria-busy": "true" }, t("Loading candidates…")));
   try {
     const page = await api("GET", `/api/runs/${details.dataset.run}/steps/${encodeURIComponent(details.dataset.step)}/assets?${params}`);
     for (const item of page.items) data.items.set(item.id, item);
@@ -48,7 +48,7 @@ async function load(details, { more = false } = {}) {
     data.loaded = true;
     render(details);
   } catch (error) {
-    grid.replaceChildren(h("li.cand-empty", {}, `Could not load the candidates: ${error.message}`));
+    grid.replaceChildren(h("li.cand-empty", {}, t("Could not load the candidates: %(problem)s", { problem: problemMessage(error) })));
   }
 }
 
@@ -70,12 +70,19 @@ async function adopt(details, gen) {
         if (otherInfo.loaded) render(other);
       }
     }
-    const others = result.invalidated_steps.length ? ` ${result.invalidated_steps.join(", ")} need a new adoption.` : "";
-    toast(`Adopted for ${details.dataset.stepTitle}.${others}`, { kind: "success" });
+    const step = details.dataset.stepTitle;
+    const others = result.invalidated_steps.map((id) => {
+      const other = [...run.querySelectorAll(".run-step")].find((d) => d.dataset.step === id);
+      return (other && other.dataset.stepTitle) || id;
+    });
+    toast(others.length
+      ? tn("Adopted for %(step)s. %(steps)s needs a new adoption.", "Adopted for %(step)s. %(steps)s need a new adoption.",
+        others.length, { step, steps: formatList(others) })
+      : t("Adopted for %(step)s.", { step }), { kind: "success" });
   } catch (error) {
     data.adopted = previous;
     render(details);
-    errorToast("Could not adopt", error);
+    errorToast(t("Could not adopt"), error);
   }
 }
 

@@ -1,6 +1,6 @@
 // The flows page: each flow card's form starts a run and opens it.
 
-import { api } from "./common.js";
+import { api, problemMessage, t } from "./common.js";
 
 for (const form of document.querySelectorAll(".start-run-form")) {
   form.addEventListener("submit", async (event) => {
@@ -17,22 +17,23 @@ for (const form of document.querySelectorAll(".start-run-form")) {
     const missing = [...form.querySelectorAll("[required]")].find((f) => !f.value.trim());
     if (missing) {
       missing.setAttribute("aria-invalid", "true");
-      errorBox.textContent = `Fill in “${form.querySelector(`label[for="${missing.id}"]`).textContent.trim()}” to start a run.`;
+      const field = form.querySelector(`label[for="${missing.id}"]`).textContent.trim();
+      errorBox.textContent = t("Fill in “%(field)s” to start a run.", { field });
       errorBox.hidden = false;
       missing.focus();
       return;
     }
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
-    button.textContent = "Starting…";
+    button.textContent = t("Starting…");
     try {
       const run = await api("POST", `/api/flows/${encodeURIComponent(form.dataset.flow)}/runs`, { body: { inputs, title } });
       location.assign(`/runs/${run.id}`);
     } catch (error) {
-      errorBox.textContent = error.message;
+      errorBox.textContent = problemMessage(error);
       errorBox.hidden = false;
       button.disabled = false;
-      button.textContent = "Start run";
+      button.textContent = t("Start run");
     }
   });
 }

@@ -3,7 +3,8 @@
 // page shows can be rebuilt from GET /api/runs/{id} and the steps' candidate lists.
 
 import {
-  api, errorToast, h, icon, openModal, randomId, readJson, refreshTimes, timeEl, toast,
+  api, errorToast, formatList, formatNumber, h, icon, openModal, problemMessage, randomId, readJson, refreshTimes, t,
+  timeEl, tn, toast, withNodes,
 } from "./common.js";
 import { candidateTile, guardedImage, Lightbox } from "./candidates.js";
 
@@ -17,6 +18,16 @@ const state = {
   adopting: new Map(), // step id -> generation id being adopted (optimistic)
 };
 const lightbox = new Lightbox(document.getElementById("lightbox"));
+
+// The page's run-data has the steps' titles in the page's language; the API names them as the
+// flow file does (English). Keep the page's titles when the run is fetched again.
+const STEP_TITLES = new Map(state.run.steps.map((s) => [s.id, s.title]));
+function withPageTitles(run) {
+  for (const step of run.steps) {
+    if (STEP_TITLES.has(step.id)) step.title = STEP_TITLES.get(step.id);
+  }
+  return run;
+}
 
 const stepById = (id) => state.run.steps.find((s) => s.id === id);
 const stepTitle = (id) => (stepById(id) || { title: id }).title;
@@ -39,16 +50,16 @@ function sortedCandidates(stepId) {
 function notReadyReason(step) {
   if (step.ready) return "";
   const names = step.waiting_for.map(stepTitle);
-  return `Adopt an image in ${names.join(" and ")} first — this step builds on it.`;
+  return t("Adopt an image in %(steps)s first — this step builds on it.", { steps: formatList(names) });
 }
 
 function countsText(step) {
   const c = step.candidate_counts || {};
   const parts = [];
-  if (c.pending) parts.push(`${c.pending} queued`);
-  if (c.running) parts.push(`${c.running} generating`);
-  if (c.succeeded) parts.push(`${c.succeeded} done`);
-  if (c.failed) parts.push(`${c.failed} failed`);
+  if (c.pending) parts.push(tn("%(num)s queued", "%(num)s queued", c.pending));
+  if (c.running) parts.push(tn("%(num)s generating", "%(num)s generating", c.running));
+  if (c.succeeded) parts.push(tn("%(num)s done", "%(num)s done", c.succeeded));
+  if (c.failed) parts.push(tn("%(num)s failed", "%(num)s failed", c.failed));
   return parts.join(" · ");
 }
 
@@ -62,33 +73,40 @@ function renderStep(step) {
   card.classList.toggle("is-adopted", Boolean(adopted));
   card.classList.toggle("is-invalidated", !adopted && Boolean(step.invalidated_at));
   card.classList.toggle("is-blocked", !step.ready);
-  if (adopted) { badge.className = "badge badge-succeeded"; badge.textContent = "Adopted"; }
-  else if (step.invalidated_at) { badge.className = "badge badge-warn"; badge.textContent = "Needs re-adoption"; }
-  else if (!step.ready) { badge.className = "badge badge-muted"; badge.textContent = "Waiting"; }
-  else { badge.className = "badge badge-muted"; badge.textContent = "No image yet"; }
+  if (adopted) { badge.className = "badge badge-succeeded"; badge.textContent = t("Adopted"); }
+  else if (step.invalidated_at) { badge.className = "badge badge-warn"; badge.textContent = t("Needs re-adoption"); }
+  else if (!step.ready) { badge.className = "badge badge-muted"; badge.textContent = t("Waiting"); }
+  else { badge.className = "badge badge-muted"; badge.textContent = t("No image yet"); }
 
   const media = slot(card, "media");
   media.replaceChildren();
   if (adopted && adopted.asset) {
     media.append(h("button.step-image", {
       type: "button",
-      "aria-label": `View the adopted image of ${step.title} full size`,
-      onclick: () => lightbox.open([adopted], 0, { title: `${step.title} · adopted`, label: () => `${step.title} (adopted)` }),
-    }, guardedImage(adopted.asset.thumbnail_url, { alt: `Adopted image of ${step.title}`, loading: "eager" })));
+      "aria-label": t("View the adopted image of %(step)s full size", { step: step.title }),
+      onclick: () => lightbox.open([adopted], 0, {
+        title: t("%(step)s · adopted", { step: step.title }),
+        label: () => t("%(step)s (adopted)", { step: step.title }),
+      }),
+    }, guardedImage(adopted.asset.thumbnail_url, { alt: t("Adopted image of %(step)s", { step: step.title }), loading: "eager" })));
   } else {
     let text;
-    if (!step.ready) text = `Waiting for ${step.waiting_for.map(stepTitle).join(" and ")}.`;
-    else if (step.candidates > 0 && step.invalidated_at) text = "Pick a new candidate that fits the changed input, or generate fresh ones.";
-    else if (step.candidates > 0) text = "Open the candidates and adopt the one you like.";
-    else text = "Generate candidates, then adopt the one you like.";
+    if (!step.ready) text = t("Waiting for %(steps)s.", { steps: formatList(step.waiting_for.map(stepTitle)) });
+    else if (step.candidates > 0 && step.invalidated_at) text = t("Pick a new candidate that fits the changed input, or generate fresh ones.");
+    else if (step.candidates > 0) text = t("Open the candidates and adopt the one you like.");
+    else text = t("Generate candidates, then adopt the one you like.");
     media.append(h("div.step-empty", {}, icon("image"), h("p", {}, text)));
   }
 
   const invalidated = slot(card, "invalidated");
   if (!adopted && step.invalidated_at) {
-    const upstream = step.inputs.map(stepTitle).join(" / ") || "An earlier step";
-    invalidated.replaceChildren(icon("alert"),
-      h("span", {}, `${upstream} changed `, timeEl(step.invalidated_at), ", so the image adopted here was released. Adopt a new one."));
+    const when = { time: timeEl(step.invalidated_at) };
+    const text = step.inputs.length
+      ? withNodes(t("%(steps)s changed %(time)s, so the image adopted here was released. Adopt a new one.", {
+        steps: step.inputs.map(stepTitle).join(" / "),
+      }), when)
+      : withNodes(t("An earlier step changed %(time)s, so the image adopted here was released. Adopt a new one."), when);
+    invalidated.replaceChildren(icon("alert"), h("span", {}, text));
     invalidated.hidden = false;
   } else {
     invalidated.hidden = true;
@@ -98,7 +116,7 @@ function renderStep(step) {
   for (const button of card.querySelectorAll("[data-action=generate]")) button.disabled = !step.ready;
   slot(card, "reason").textContent = reason;
   slot(card, "reason").hidden = !reason;
-  slot(card, "count").textContent = String(step.candidates);
+  slot(card, "count").textContent = formatNumber(step.candidates);
   const counts = countsText(step);
   slot(card, "counts").textContent = counts;
   slot(card, "counts").hidden = !counts;
@@ -117,7 +135,10 @@ function renderDialog(step) {
   slot(dialog, "reason").hidden = !reason;
   dialog.querySelector("[data-action=clear]").disabled = !adoptedId;
   const counts = countsText(step);
-  slot(dialog, "summary").textContent = adoptedId ? `${counts || "No candidates"} · one adopted` : (counts || "No candidates yet");
+  let summary;
+  if (adoptedId) summary = counts ? t("%(counts)s · one adopted", { counts }) : t("No candidates · one adopted");
+  else summary = counts || t("No candidates yet");
+  slot(dialog, "summary").textContent = summary;
   if (!state.loaded.has(step.id) && !candidatesOf(step.id).size) return;
 
   const grid = slot(dialog, "grid");
@@ -128,18 +149,18 @@ function renderDialog(step) {
   const focusedAction = focusedId ? document.activeElement.dataset.action || (document.activeElement.classList.contains("cand-thumb") ? "view" : null) : null;
   const tiles = items.map((gen) => candidateTile(gen, {
     adopted: gen.id === adoptedId,
-    label: `Candidate of ${step.title}`,
+    label: t("Candidate of %(step)s", { step: step.title }),
     onAdopt: (g) => adopt(step.id, g.id),
     onRetry: (g) => retry(step.id, g),
     onView: (g) => lightbox.open(finished, finished.indexOf(g), {
-      title: `${step.title} · candidates`,
-      label: () => `Candidate of ${step.title}`,
+      title: t("%(step)s · candidates", { step: step.title }),
+      label: () => t("Candidate of %(step)s", { step: step.title }),
       isAdopted: (x) => x.id === (state.adopting.get(step.id) || stepById(step.id).adopted_generation_id),
       onAdopt: (x) => adopt(step.id, x.id),
     }),
   }));
   if (!tiles.length) {
-    grid.replaceChildren(h("li.cand-empty", {}, step.ready ? "No candidates yet. Generate one or three to compare." : reason));
+    grid.replaceChildren(h("li.cand-empty", {}, step.ready ? t("No candidates yet. Generate one or three to compare.") : reason));
   } else {
     grid.replaceChildren(...tiles);
   }
@@ -158,7 +179,11 @@ function renderAll() {
   for (const step of state.run.steps) renderStep(step);
   const adopted = state.run.steps.filter((s) => s.adopted_generation_id).length;
   const progress = document.querySelector("[data-slot=run-progress]");
-  if (progress) progress.textContent = `${adopted}/${state.run.steps.length} steps adopted`;
+  if (progress) {
+    progress.textContent = tn("%(adopted)s/%(num)s step adopted", "%(adopted)s/%(num)s steps adopted", state.run.steps.length, {
+      adopted: formatNumber(adopted),
+    });
+  }
 }
 
 // -- loading ------------------------------------------------------------------------------------
@@ -191,11 +216,11 @@ async function refreshRun() {
   refreshing = (async () => {
     try {
       const run = await api("GET", `/api/runs/${state.run.id}`);
-      state.run = run;
+      state.run = withPageTitles(run);
       renderAll();
     } catch (error) {
       if (error.status === 404) {
-        toast("This run no longer exists.", { kind: "error", timeout: 0 });
+        toast(t("This run no longer exists."), { kind: "error", timeout: 0 });
       }
     } finally {
       refreshing = null;
@@ -245,7 +270,7 @@ async function generate(stepId, count, extra = {}) {
     renderStep(step);
     scheduleRunRefresh();
   } catch (error) {
-    errorToast("Could not start the generation", error);
+    errorToast(t("Could not start the generation"), error);
     scheduleRunRefresh(0);
   } finally {
     renderStep(stepById(stepId));
@@ -276,11 +301,6 @@ function applyInvalidation(stepIds) {
   }
 }
 
-function invalidationMessage(ids) {
-  if (!ids.length) return "";
-  return ` ${ids.map(stepTitle).join(", ")} ${ids.length === 1 ? "needs" : "need"} a new adoption.`;
-}
-
 async function adopt(stepId, generationId) {
   const step = stepById(stepId);
   if (step.adopted_generation_id === generationId || state.adopting.get(stepId) === generationId) return;
@@ -300,12 +320,16 @@ async function adopt(stepId, generationId) {
     state.adopting.delete(stepId);
     applyInvalidation(result.invalidated_steps.filter((id) => id !== stepId));
     renderAll();
-    toast(`Adopted for ${step.title}.${invalidationMessage(result.invalidated_steps)}`, { kind: "success" });
+    const others = result.invalidated_steps;
+    toast(others.length
+      ? tn("Adopted for %(step)s. %(steps)s needs a new adoption.", "Adopted for %(step)s. %(steps)s need a new adoption.",
+        others.length, { step: step.title, steps: formatList(others.map(stepTitle)) })
+      : t("Adopted for %(step)s.", { step: step.title }), { kind: "success" });
   } catch (error) {
     state.adopting.delete(stepId);
     state.run = before;
     renderAll();
-    errorToast(`Could not adopt this candidate for ${step.title}`, error);
+    errorToast(t("Could not adopt this candidate for %(step)s", { step: step.title }), error);
   } finally {
     scheduleRunRefresh();
   }
@@ -335,11 +359,16 @@ async function clearAdoption(stepId) {
     const result = await api("POST", `/api/runs/${state.run.id}/steps/${encodeURIComponent(stepId)}/clear`);
     applyInvalidation(result.invalidated_steps);
     renderAll();
-    toast(`Cleared the adoption of ${step.title}; its candidates are kept.${invalidationMessage(result.invalidated_steps)}`);
+    const others = result.invalidated_steps;
+    toast(others.length
+      ? tn("Cleared the adoption of %(step)s; its candidates are kept. %(steps)s needs a new adoption.",
+        "Cleared the adoption of %(step)s; its candidates are kept. %(steps)s need a new adoption.",
+        others.length, { step: step.title, steps: formatList(others.map(stepTitle)) })
+      : t("Cleared the adoption of %(step)s; its candidates are kept.", { step: step.title }));
   } catch (error) {
     state.run = before;
     renderAll();
-    errorToast(`Could not clear ${step.title}`, error);
+    errorToast(t("Could not clear %(step)s", { step: step.title }), error);
   } finally {
     scheduleRunRefresh();
   }
@@ -349,11 +378,11 @@ async function openCandidates(stepId) {
   const dialog = dialogOf(stepId);
   openModal(dialog);
   if (!state.loaded.has(stepId)) {
-    slot(dialog, "grid").replaceChildren(h("li.cand-empty", { "aria-busy": "true" }, "Loading candidates…"));
+    slot(dialog, "grid").replaceChildren(h("li.cand-empty", { "aria-busy": "true" }, t("Loading candidates…")));
     try {
       await loadCandidates(stepId);
     } catch (error) {
-      slot(dialog, "grid").replaceChildren(h("li.cand-empty", {}, `Could not load the candidates: ${error.message}`));
+      slot(dialog, "grid").replaceChildren(h("li.cand-empty", {}, t("Could not load the candidates: %(problem)s", { problem: problemMessage(error) })));
       return;
     }
   }
@@ -373,13 +402,13 @@ function connectEvents() {
   const source = new EventSource(`/api/runs/${state.run.id}/events`);
   let hadError = false;
   source.addEventListener("open", () => {
-    setLive("live", "Live");
+    setLive("live", t("Live"));
     if (hadError) resync();
     hadError = false;
   });
   source.addEventListener("error", () => {
     hadError = true;
-    setLive("offline", "Reconnecting…");
+    setLive("offline", t("Reconnecting…"));
     if (source.readyState === EventSource.CLOSED) {
       // The browser gave up (e.g. the session ended): check the run (which sends us to sign in
       // on a 401) and try again a little later.
@@ -403,7 +432,7 @@ function connectEvents() {
   source.addEventListener("resync", () => resync());
   // The server is stopping: it ends the stream, and the browser connects again (to another
   // process, or to this one once it is back), then resyncs on "open".
-  source.addEventListener("reconnect", () => { hadError = true; setLive("offline", "Reconnecting…"); });
+  source.addEventListener("reconnect", () => { hadError = true; setLive("offline", t("Reconnecting…")); });
   currentSource = source;
 }
 let currentSource = null;
@@ -434,7 +463,7 @@ for (const dialog of document.querySelectorAll(".candidates-dialog")) {
       await loadCandidates(stepId, { more: true });
       renderDialog(stepById(stepId));
     } catch (error) {
-      errorToast("Could not load more candidates", error);
+      errorToast(t("Could not load more candidates"), error);
     } finally {
       event.target.disabled = false;
     }

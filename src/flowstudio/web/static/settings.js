@@ -1,6 +1,8 @@
 // API tokens: create (the secret is shown once), list, revoke.
 
-import { api, absoluteTime, confirmDialog, errorToast, h, relativeTime, toast } from "./common.js";
+import {
+  api, absoluteTime, confirmDialog, errorToast, h, problemMessage, relativeTime, t, toast, withNodes,
+} from "./common.js";
 
 const list = document.getElementById("token-list");
 const form = document.getElementById("token-form");
@@ -10,36 +12,38 @@ function row(token) {
   return h("li.token-row", { dataset: { id: token.id } },
     h("div.token-main", {},
       h("strong.token-name", {}, token.name),
-      h("span.muted.small", {}, h("code", {}, `${token.token_prefix}…`), " · created ",
-        h("time", { datetime: token.created_at, title: absoluteTime(token.created_at) }, relativeTime(token.created_at)),
-        " · ", token.last_used_at ? `last used ${relativeTime(token.last_used_at)}` : "never used")),
+      h("span.muted.small", {}, h("code", {}, `${token.token_prefix}…`), " · ",
+        withNodes(t("created %(time)s"), {
+          time: h("time", { datetime: token.created_at, title: absoluteTime(token.created_at) }, relativeTime(token.created_at)),
+        }),
+        " · ", token.last_used_at ? t("last used %(time)s", { time: relativeTime(token.last_used_at) }) : t("never used"))),
     h("button.btn.btn-sm.btn-danger-ghost", {
-      type: "button", "aria-label": `Revoke token ${token.name}`, onclick: () => revoke(token),
-    }, "Revoke"));
+      type: "button", "aria-label": t("Revoke token %(name)s", { name: token.name }), onclick: () => revoke(token),
+    }, t("Revoke")));
 }
 
 async function load() {
   try {
     const { items } = await api("GET", "/api/auth/tokens");
-    list.replaceChildren(...(items.length ? items.map(row) : [h("li.empty-row.muted", {}, "No API tokens yet.")]));
+    list.replaceChildren(...(items.length ? items.map(row) : [h("li.empty-row.muted", {}, t("No API tokens yet."))]));
   } catch (error) {
-    list.replaceChildren(h("li.empty-row", {}, `Could not load your tokens: ${error.message}`));
+    list.replaceChildren(h("li.empty-row", {}, t("Could not load your tokens: %(problem)s", { problem: problemMessage(error) })));
   }
 }
 
 async function revoke(token) {
   const ok = await confirmDialog({
-    title: `Revoke “${token.name}”?`,
-    body: "Scripts using this token stop working at once. This cannot be undone.",
-    confirmLabel: "Revoke",
+    title: t("Revoke “%(name)s”?", { name: token.name }),
+    body: t("Scripts using this token stop working at once. This cannot be undone."),
+    confirmLabel: t("Revoke"),
   });
   if (!ok) return;
   try {
     await api("DELETE", `/api/auth/tokens/${token.id}`);
-    toast(`Revoked “${token.name}”.`);
+    toast(t("Revoked “%(name)s”.", { name: token.name }));
     await load();
   } catch (error) {
-    errorToast("Could not revoke the token", error);
+    errorToast(t("Could not revoke the token"), error);
   }
 }
 
@@ -65,7 +69,7 @@ form.addEventListener("submit", async (event) => {
     value.select();
     await load();
   } catch (error) {
-    errorToast("Could not create the token", error);
+    errorToast(t("Could not create the token"), error);
   } finally {
     button.disabled = false;
   }
@@ -75,10 +79,10 @@ created.querySelector("[data-action=copy]").addEventListener("click", async () =
   const value = created.querySelector("[data-slot=token]");
   try {
     await navigator.clipboard.writeText(value.value);
-    toast("Token copied to the clipboard.", { kind: "success" });
+    toast(t("Token copied to the clipboard."), { kind: "success" });
   } catch {
     value.select();
-    toast("Press Ctrl+C (⌘C) to copy the selected token.");
+    toast(t("Press Ctrl+C (⌘C) to copy the selected token."));
   }
 });
 created.querySelector("[data-action=dismiss]").addEventListener("click", () => {
