@@ -3,7 +3,7 @@
     uv run python -m flowstudio.i18n.extract          # or ./scripts/i18n.sh
 
 Reads the page templates (Jinja2's `_`, `gettext`, `ngettext`, `{% trans %}`), the ES modules
-(`t("…")`, `tn("…", "…", n)`), the web package's Python (`N_("…")` marks a message translated
+(`t("…")`, `tn("…", "…", n)`), `web/__init__.py` (`N_("…")` marks a message translated
 later) and the bundled flows (titles, descriptions, step titles, input labels, placeholders and
 help); writes `catalogues/messages.pot` and merges it into each locale's `.po`: new messages
 arrive untranslated, gone ones are dropped. `tests/i18n` fails while any message lacks a
@@ -26,9 +26,9 @@ PACKAGE = Path(__file__).resolve().parents[1]
 ROOT = PACKAGE.parents[1]
 
 _METHODS = [
-    ("web/templates/**.html", "jinja2"),
+    ("web/templates/**.html", "jinja2.ext:babel_extract"),  # named: no entry point needed
     ("web/static/**.js", "javascript"),
-    ("web/**.py", "python"),
+    ("web/__init__.py", "python"),  # where N_() marks messages
 ]
 _KEYWORDS = {
     "_": None,
