@@ -91,3 +91,20 @@ async def test_an_account_made_in_chinese_keeps_chinese(app):
 async def test_another_users_language_is_their_own(alice, bob):
     await alice.request("PUT", "/api/auth/me/language", json={"language": "zh-CN"})
     assert (await bob.get("/api/auth/me")).json()["user"]["language"] is None
+
+
+async def test_a_run_made_without_a_title_is_named_in_the_pages_language(alice):
+    body = {"inputs": {"prompt": "茶壶"}}
+    chinese = await alice.post(
+        "/api/flows/quick/runs", json=body, headers={"Accept-Language": "zh-CN"}
+    )
+    assert chinese.status_code == 201, chinese.text
+    assert chinese.json()["title"] == "快速出图：茶壶"
+    english = await alice.post("/api/flows/quick/runs", json=body)
+    assert english.json()["title"] == "Quick image: 茶壶"
+    given = await alice.post(
+        "/api/flows/quick/runs",
+        json={**body, "title": "My title"},
+        headers={"Accept-Language": "zh-TW"},
+    )
+    assert given.json()["title"] == "My title"

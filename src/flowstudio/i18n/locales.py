@@ -95,6 +95,13 @@ def request_language(cookie: str | None, accept_language: str | None) -> str:
     return supported(cookie) or negotiate(accept_language) or DEFAULT
 
 
+def of_request(request: Any, stored: str | None = None) -> str:
+    """A request's language: its cookie, else the account's (`stored`), else Accept-Language."""
+    return request_language(
+        request.cookies.get(COOKIE) or stored, request.headers.get("accept-language")
+    )
+
+
 @contextlib.contextmanager
 def using(tag: str) -> Iterator[None]:
     """Translate and format in `tag` inside the block (pages render in one)."""

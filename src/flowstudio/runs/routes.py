@@ -41,11 +41,7 @@ async def start_run(
 ) -> RunRead:
     # A title made for the run (none given) names the flow in the language of the pages that
     # asked for it; the API's own answers stay in English.
-    language = locales.request_language(
-        request.cookies.get(locales.COOKIE) or user.language,
-        request.headers.get("accept-language"),
-    )
-    with locales.using(language):
+    with locales.using(locales.of_request(request, user.language)):
         run = await service.start_run(
             db, flows=ctx.flows, user=user, flow_slug=slug, inputs=body.inputs, title=body.title
         )

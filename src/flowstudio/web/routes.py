@@ -84,10 +84,7 @@ PagePrincipal = Annotated[Principal, Depends(page_principal, scope="function")]
 
 def page_language(request: Request, principal: Principal | None) -> str:
     """The cookie (the header's picker), else the account's language, else Accept-Language."""
-    stored = principal.user.language if principal is not None else None
-    return locales.request_language(
-        request.cookies.get(locales.COOKIE) or stored, request.headers.get("accept-language")
-    )
+    return locales.of_request(request, principal.user.language if principal else None)
 
 
 def _embedded_json(value: Any) -> str:
